@@ -58,4 +58,5 @@ pub mod gnmi_ext {
 
 /// The encoded `FileDescriptorSet` of every file in this crate, for gRPC
 /// server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/cvk_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/cvk_descriptor.bin"));
