@@ -1,1 +1,4 @@
-//! placeholder crate root, filled in by its issue
+//! cvk-controller: the Kubernetes controller for the IOS-XE device
+//! lifecycle over gNOI and gNMI.
+
+pub mod crd;

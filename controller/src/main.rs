@@ -1,0 +1,59 @@
+//! `cvk-controller`: the controller binary.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+/// Kubernetes controller for the IOS-XE device lifecycle over gNOI and gNMI.
+#[derive(Parser, Debug)]
+#[command(name = "cvk-controller", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print the CustomResourceDefinitions as multi-document YAML
+    /// (`cvk-controller crds | kubectl apply -f -`), or write one file per
+    /// definition into a directory.
+    Crds {
+        /// Write `<plural>.<group>.yaml` files into this directory instead
+        /// of printing (the checked-in copies live in kind/crds).
+        #[arg(long, env = "CVK_CRDS_OUT_DIR", value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Crds { out_dir } => crds(out_dir),
+    }
+}
+
+fn crds(out_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let crds = cvk_controller::crd::all();
+    match out_dir {
+        None => {
+            let yaml = cvk_controller::crd::to_multi_document_yaml(&crds)
+                .context("rendering the CRDs as YAML")?;
+            std::io::stdout()
+                .lock()
+                .write_all(yaml.as_bytes())
+                .context("writing the CRDs to stdout")?;
+        }
+        Some(dir) => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            for crd in &crds {
+                let path = dir.join(cvk_controller::crd::file_name(crd));
+                let yaml = cvk_controller::crd::to_yaml(crd).context("rendering a CRD as YAML")?;
+                std::fs::write(&path, yaml)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                eprintln!("wrote {}", path.display());
+            }
+        }
+    }
+    Ok(())
+}
