@@ -1,1 +1,12 @@
-//! placeholder crate root, filled in by its issue
+//! cvk-hil: the local Kubernetes control plane and the hardware-in-the-loop
+//! scenario runner.
+//!
+//! * [`control_plane`]: a real etcd and kube-apiserver on loopback, built
+//!   from their Go modules, with an admin kubeconfig.
+//! * [`testing`]: test support on top of it: one control plane per test
+//!   binary, a namespace per test, the project's CRDs installed.
+
+pub mod control_plane;
+pub mod testing;
+
+pub use control_plane::{ControlPlaneError, LocalControlPlane};
