@@ -1,4 +1,9 @@
 //! cvk-controller: the Kubernetes controller for the IOS-XE device
 //! lifecycle over gNOI and gNMI.
 
+pub mod client;
+pub mod config;
 pub mod crd;
+pub mod lease;
+pub mod telemetry;
+pub mod version;
