@@ -1,0 +1,171 @@
+//! One device's gRPC listener.
+//!
+//! Not tonic's `Server`: a reboot must close the listening socket and cut
+//! every open connection at once (no graceful drain), then bind the same
+//! address again. So the accept loop is ours, each connection is served by
+//! hyper's HTTP/2 server, and each carries a kill token in its requests'
+//! extensions ([`ConnCtx`]) that the journal and fault layers use.
+//!
+//! Request path: journal -> auth -> faults -> tonic routes (profile's services).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpSocket};
+use tokio_util::sync::CancellationToken;
+use tower::{ServiceBuilder, ServiceExt};
+
+use crate::device::{Device, Power};
+use crate::faults::FaultLayer;
+use crate::journal::{AuthLayer, JournalLayer};
+
+/// Request type inside the layer stack.
+pub type GrpcRequest = http::Request<tonic::body::Body>;
+/// Response type inside the layer stack.
+pub type GrpcResponse = http::Response<tonic::body::Body>;
+/// The device's whole service stack.
+pub type DeviceService = tower::util::BoxCloneService<GrpcRequest, GrpcResponse, Infallible>;
+
+/// Per-connection context, in every request's extensions.
+#[derive(Clone, Debug)]
+pub struct ConnCtx {
+    /// Cancelling it closes the connection.
+    pub kill: CancellationToken,
+    /// Client address.
+    pub peer: SocketAddr,
+}
+
+/// Builds the layered service for a device.
+pub fn device_service(
+    device: &Arc<Device>,
+    reflection: &crate::services::Reflection,
+) -> DeviceService {
+    let routes = crate::services::routes(device, reflection);
+    let svc = ServiceBuilder::new()
+        .layer(JournalLayer::new(device.journal().clone(), device.name()))
+        .layer(AuthLayer::new(device.credentials().cloned()))
+        .layer(FaultLayer::new(device.faults().clone()))
+        .service(routes);
+    tower::util::BoxCloneService::new(svc)
+}
+
+/// Binds `addr` with SO_REUSEADDR (so a reboot can rebind at once).
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let sock = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    sock.set_reuseaddr(true)?;
+    sock.bind(addr)?;
+    sock.listen(1024)
+}
+
+/// Serves until the fleet stops, following the device's power state.
+pub async fn run(
+    device: Arc<Device>,
+    first: TcpListener,
+    svc: DeviceService,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
+    let addr = first.local_addr().expect("bound listener has an address");
+    let shutdown = device.shutdown_token().clone();
+    let mut power = device.power_watch();
+    let mut listener = Some(first);
+    loop {
+        let l = match listener.take() {
+            Some(l) => l,
+            None => {
+                tokio::select! {
+                    r = power.wait_for(|p| *p == Power::Up) => if r.is_err() { return },
+                    _ = shutdown.cancelled() => return,
+                }
+                match rebind(addr, &shutdown).await {
+                    Some(l) => l,
+                    None => return,
+                }
+            }
+        };
+        let conns = CancellationToken::new();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => { conns.cancel(); return; }
+                r = power.wait_for(|p| *p == Power::Down) => {
+                    if r.is_err() { conns.cancel(); return; }
+                    break;
+                }
+                r = l.accept() => {
+                    let Ok((tcp, peer)) = r else { continue };
+                    let _ = tcp.set_nodelay(true);
+                    let ctx = ConnCtx { kill: conns.child_token(), peer };
+                    tokio::spawn(serve_conn(tcp, ctx, svc.clone(), tls.clone()));
+                }
+            }
+        }
+        // Reboot: stop accepting, then cut every connection.
+        drop(l);
+        conns.cancel();
+    }
+}
+
+async fn rebind(addr: SocketAddr, shutdown: &CancellationToken) -> Option<TcpListener> {
+    for _ in 0..250 {
+        match bind(addr) {
+            Ok(l) => return Some(l),
+            Err(e) => tracing::debug!(%addr, error = %e, "rebind failed, retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            _ = shutdown.cancelled() => return None,
+        }
+    }
+    tracing::error!(%addr, "could not bind the device address again after 5 s");
+    None
+}
+
+async fn serve_conn(
+    tcp: tokio::net::TcpStream,
+    ctx: ConnCtx,
+    svc: DeviceService,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
+    match tls {
+        None => serve_io(tcp, ctx, svc).await,
+        Some(acc) => {
+            let kill = ctx.kill.clone();
+            let hs = tokio::time::timeout(Duration::from_secs(10), acc.accept(tcp));
+            let io = tokio::select! {
+                r = hs => match r { Ok(Ok(io)) => io, _ => return },
+                _ = kill.cancelled() => return,
+            };
+            serve_io(io, ctx, svc).await
+        }
+    }
+}
+
+async fn serve_io<I>(io: I, ctx: ConnCtx, svc: DeviceService)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let kill = ctx.kill.clone();
+    let hsvc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let svc = svc.clone();
+        let ctx = ctx.clone();
+        async move {
+            let mut req = req.map(tonic::body::Body::new);
+            req.extensions_mut().insert(ctx);
+            svc.oneshot(req).await
+        }
+    });
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder.max_concurrent_streams(256);
+    let conn = builder.serve_connection(TokioIo::new(io), hsvc);
+    tokio::select! {
+        _ = conn => {}
+        _ = kill.cancelled() => {}
+    }
+}
