@@ -585,13 +585,9 @@ impl DeviceHandle {
             ..Default::default()
         })
     }
-    /// This device's journal entries whose method contains `method`.
+    /// This device's journal entries for exactly `method` (`/gnoi.os.OS/Activate`).
     pub fn journal_for(&self, method: &str) -> Vec<JournalEntry> {
-        self.dev.journal().entries(&JournalQuery {
-            device: Some(self.name().into()),
-            method: Some(method.into()),
-            since: None,
-        })
+        self.journal().into_iter().filter(|e| e.method == method).collect()
     }
     /// Empties this device's journal.
     pub fn clear_journal(&self) {
