@@ -526,7 +526,9 @@ where
         let fault = self.store.take_rpc(req.uri().path());
         let method = req.uri().path().to_owned();
         if let Some(f) = &fault {
-            let name = serde_json::to_value(f).ok().and_then(|v| v["kind"].as_str().map(str::to_owned));
+            let name = serde_json::to_value(f)
+                .ok()
+                .and_then(|v| v["kind"].as_str().map(str::to_owned));
             crate::journal::note(req.extensions(), "fault", name.unwrap_or_default());
         }
         Box::pin(async move {

@@ -587,7 +587,10 @@ impl DeviceHandle {
     }
     /// This device's journal entries for exactly `method` (`/gnoi.os.OS/Activate`).
     pub fn journal_for(&self, method: &str) -> Vec<JournalEntry> {
-        self.journal().into_iter().filter(|e| e.method == method).collect()
+        self.journal()
+            .into_iter()
+            .filter(|e| e.method == method)
+            .collect()
     }
     /// Empties this device's journal.
     pub fn clear_journal(&self) {

@@ -216,7 +216,7 @@ fn status_of(headers: &http::HeaderMap) -> Option<(String, String)> {
     let msg = headers
         .get("grpc-message")
         .and_then(|m| m.to_str().ok())
-        .map(|m| percent_decode(m))
+        .map(percent_decode)
         .unwrap_or_default();
     Some((
         crate::error::code_name(tonic::Code::from_i32(code)).to_owned(),
@@ -229,12 +229,15 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Some(v) = std::str::from_utf8(&b[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(v);
+            i += 3;
+            continue;
         }
         out.push(b[i]);
         i += 1;
@@ -503,5 +506,6 @@ mod tests {
     fn grpc_message_is_percent_decoded() {
         assert_eq!(percent_decode("no%20such%20file"), "no such file");
         assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%é"), "%é");
     }
 }

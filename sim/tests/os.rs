@@ -15,12 +15,23 @@ use tonic::Code;
 const V2: &str = "17.18.03.0.4200.1770000000";
 
 async fn verify(ch: &tonic::transport::Channel) -> Result<ospb::VerifyResponse, tonic::Status> {
-    OsClient::new(ch.clone()).verify(ospb::VerifyRequest {}).await.map(|r| r.into_inner())
+    OsClient::new(ch.clone())
+        .verify(ospb::VerifyRequest {})
+        .await
+        .map(|r| r.into_inner())
 }
 
-async fn activate(ch: &tonic::transport::Channel, version: &str, no_reboot: bool) -> Result<ospb::ActivateResponse, tonic::Status> {
+async fn activate(
+    ch: &tonic::transport::Channel,
+    version: &str,
+    no_reboot: bool,
+) -> Result<ospb::ActivateResponse, tonic::Status> {
     OsClient::new(ch.clone())
-        .activate(ospb::ActivateRequest { version: version.into(), no_reboot, ..Default::default() })
+        .activate(ospb::ActivateRequest {
+            version: version.into(),
+            no_reboot,
+            ..Default::default()
+        })
         .await
         .map(|r| r.into_inner())
 }
@@ -51,13 +62,20 @@ async fn mkimage_then_install_256_mib() {
         .arg(&img)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
     let sha = stdout.split_whitespace().next().unwrap().to_owned();
     assert_eq!(sha.len(), 64);
     assert_eq!(std::fs::metadata(&img).unwrap().len(), size);
     let mut head = [0u8; 1024];
-    std::fs::File::open(&img).unwrap().read_exact(&mut head).unwrap();
+    std::fs::File::open(&img)
+        .unwrap()
+        .read_exact(&mut head)
+        .unwrap();
     assert!(String::from_utf8_lossy(&head).contains(&format!("CW_FULL_VERSION={V2}")));
 
     // Stream the file in 64 KiB chunks straight from disk.
@@ -83,15 +101,31 @@ async fn mkimage_then_install_256_mib() {
     let run = install(channel(&d).await, V2, size, chunks, true).await;
     let secs = t0.elapsed().as_secs_f64();
     assert!(run.ready);
-    assert_eq!(outcome_version(&run).as_deref(), Some(V2), "{:?}", run.outcome);
-    eprintln!("OS.Install throughput: {:.1} MiB/s (256 MiB in {secs:.2} s)", 256.0 / secs);
-    assert!(run.progress.len() >= 40, "TransferProgress every 5 MiB: got {}", run.progress.len());
+    assert_eq!(
+        outcome_version(&run).as_deref(),
+        Some(V2),
+        "{:?}",
+        run.outcome
+    );
+    eprintln!(
+        "OS.Install throughput: {:.1} MiB/s (256 MiB in {secs:.2} s)",
+        256.0 / secs
+    );
+    assert!(
+        run.progress.len() >= 40,
+        "TransferProgress every 5 MiB: got {}",
+        run.progress.len()
+    );
     assert!(run.progress.windows(2).all(|w| w[0] < w[1]));
     let snap = d.snapshot();
     let staged = snap.staged.iter().find(|s| s.version == V2).unwrap();
     assert_eq!(staged.path, format!("flash:gNOI_iosxe_{V2}.bin"));
     assert_eq!(staged.size, size);
-    let flash = snap.filesystems.iter().find(|f| f.name == "flash:").unwrap();
+    let flash = snap
+        .filesystems
+        .iter()
+        .find(|f| f.name == "flash:")
+        .unwrap();
     assert!(flash.free < flash.size - size);
     let j = d.journal_for("/gnoi.os.OS/Install");
     assert_eq!(j[0].fields["version"], V2);
@@ -101,7 +135,9 @@ async fn mkimage_then_install_256_mib() {
     // read it; here the sha256 of the spool must match mkimage's).
     let mut f2 = cvk_proto::gnoi::file::file_client::FileClient::new(channel(&d).await);
     let st = f2
-        .stat(cvk_proto::gnoi::file::StatRequest { path: staged.path.clone() })
+        .stat(cvk_proto::gnoi::file::StatRequest {
+            path: staged.path.clone(),
+        })
         .await
         .unwrap()
         .into_inner()
@@ -120,7 +156,17 @@ async fn install_errors_and_already_present() {
     assert!(!r.ready);
     assert_eq!(outcome_version(&r), Some(running.clone()));
     // Standby supervisor on a C9300.
-    let r = install_with(ch.clone(), ospb::TransferRequest { version: V2.into(), standby_supervisor: true, ..Default::default() }, vec![], true).await;
+    let r = install_with(
+        ch.clone(),
+        ospb::TransferRequest {
+            version: V2.into(),
+            standby_supervisor: true,
+            ..Default::default()
+        },
+        vec![],
+        true,
+    )
+    .await;
     assert_eq!(error_kind(&r), Some(T::NotSupportedOnBackup));
     // TOO_LARGE from package_size.
     let r = install(ch.clone(), V2, 100 << 30, vec![], true).await;
@@ -130,7 +176,11 @@ async fn install_errors_and_already_present() {
     assert!(r.ready);
     assert_eq!(error_kind(&r), Some(T::ParseFail));
     // INCOMPATIBLE: another platform family.
-    let foreign: Vec<Vec<u8>> = iosxe_sim::ImageSpec::new(V2, 300_000).with_platform("cat8k").chunks().unwrap().collect();
+    let foreign: Vec<Vec<u8>> = iosxe_sim::ImageSpec::new(V2, 300_000)
+        .with_platform("cat8k")
+        .chunks()
+        .unwrap()
+        .collect();
     let r = install(ch.clone(), V2, 0, foreign, true).await;
     assert_eq!(error_kind(&r), Some(T::Incompatible));
     // INTEGRITY_FAIL: a flipped byte, and a truncated image.
@@ -156,7 +206,10 @@ async fn install_errors_and_already_present() {
     let r = install(ch.clone(), V2, 0, Vec::<Vec<u8>>::new(), true).await;
     assert!(!r.ready);
     assert_eq!(outcome_version(&r).as_deref(), Some(V2));
-    assert!(d.snapshot().install_in_progress.is_none(), "no install slot leaked");
+    assert!(
+        d.snapshot().install_in_progress.is_none(),
+        "no install slot leaked"
+    );
 }
 
 #[tokio::test]
@@ -167,19 +220,36 @@ async fn concurrent_install_is_refused() {
     // The first install stalls after its TransferReady (its chunks never come).
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tx.send(ospb::InstallRequest {
-        request: Some(ospb::install_request::Request::TransferRequest(ospb::TransferRequest { version: V2.into(), ..Default::default() })),
+        request: Some(ospb::install_request::Request::TransferRequest(
+            ospb::TransferRequest {
+                version: V2.into(),
+                ..Default::default()
+            },
+        )),
     })
     .await
     .unwrap();
-    let mut first = OsClient::new(ch.clone()).install(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+    let mut first = OsClient::new(ch.clone())
+        .install(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
     let m = first.message().await.unwrap().unwrap();
-    assert!(matches!(m.response, Some(ospb::install_response::Response::TransferReady(_))));
+    assert!(matches!(
+        m.response,
+        Some(ospb::install_response::Response::TransferReady(_))
+    ));
     assert_eq!(d.snapshot().install_state, InstallState::InProgress);
     let r = install(ch.clone(), "17.18.04.0.1.1", 0, vec![], true).await;
     assert_eq!(error_kind(&r), Some(T::InstallInProgress));
     drop(tx);
     drop(first);
-    assert!(eventually(Duration::from_secs(2), || async { d.snapshot().install_in_progress.is_none() }).await);
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            d.snapshot().install_in_progress.is_none()
+        })
+        .await
+    );
 }
 
 #[tokio::test]
@@ -193,12 +263,17 @@ async fn activate_reboots_into_the_new_version() {
     // Unknown and empty versions.
     for v in ["99.99.99.0.1.1", ""] {
         match activate(&ch, v, false).await.unwrap().response.unwrap() {
-            ospb::activate_response::Response::ActivateError(e) => assert_eq!(e.r#type(), ospb::activate_error::Type::NonExistentVersion),
+            ospb::activate_response::Response::ActivateError(e) => {
+                assert_eq!(e.r#type(), ospb::activate_error::Type::NonExistentVersion)
+            }
             other => panic!("{other:?}"),
         }
     }
     let r = activate(&ch, V2, false).await.unwrap();
-    assert!(matches!(r.response, Some(ospb::activate_response::Response::ActivateOk(_))));
+    assert!(matches!(
+        r.response,
+        Some(ospb::activate_response::Response::ActivateOk(_))
+    ));
     assert!(d.wait_power(Power::Down, Duration::from_secs(2)).await);
     assert!(eventually(Duration::from_secs(2), || async { refused(d.addr()).await }).await);
     // Let the client notice that its connection was cut.
@@ -206,21 +281,33 @@ async fn activate_reboots_into_the_new_version() {
     let e = verify(&ch).await.unwrap_err();
     assert_eq!(e.code(), Code::Unavailable, "Verify during the reboot");
     assert!(d.wait_power(Power::Up, Duration::from_secs(3)).await);
-    assert!(eventually(Duration::from_secs(3), || async { verify(&ch).await.is_ok() }).await);
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            verify(&ch).await.is_ok()
+        })
+        .await
+    );
     let v = verify(&ch).await.unwrap();
     assert_eq!(v.version, V2);
     assert_eq!(v.activation_fail_message, "");
     let after = d.snapshot();
     assert!(after.boot_time_ns > before.boot_time_ns);
     assert_eq!(after.install_state, InstallState::Uncommitted);
-    assert_eq!(after.previous_version.as_deref(), Some(before.running_version.as_str()));
+    assert_eq!(
+        after.previous_version.as_deref(),
+        Some(before.running_version.as_str())
+    );
     assert!(
         after.filesystems.iter().any(|f| f.name == "flash:"),
         "filesystems survive the reboot"
     );
     d.commit();
     assert_eq!(d.snapshot().install_state, InstallState::Committed);
-    let acts: Vec<_> = d.journal_for("/gnoi.os.OS/Activate").into_iter().filter(|e| e.fields["version"] == V2).collect();
+    let acts: Vec<_> = d
+        .journal_for("/gnoi.os.OS/Activate")
+        .into_iter()
+        .filter(|e| e.fields["version"] == V2)
+        .collect();
     assert_eq!(acts.len(), 1, "Activate arrived exactly once");
     assert_eq!(acts[0].code, "OK");
     assert_eq!(acts[0].fields["no_reboot"], "false");
@@ -233,15 +320,29 @@ async fn activate_no_reboot_waits_for_system_reboot() {
     let ch = lazy_channel(&d);
     install(ch.clone(), V2, 0, image_chunks(V2, 200_000), true).await;
     let r = activate(&ch, V2, true).await.unwrap();
-    assert!(matches!(r.response, Some(ospb::activate_response::Response::ActivateOk(_))));
+    assert!(matches!(
+        r.response,
+        Some(ospb::activate_response::Response::ActivateOk(_))
+    ));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(d.snapshot().power, Power::Up, "no_reboot does not reboot");
     assert_ne!(verify(&ch).await.unwrap().version, V2);
     assert_eq!(d.snapshot().install_state, InstallState::InProgress);
-    SystemClient::new(ch.clone()).reboot(syspb::RebootRequest { method: 1, ..Default::default() }).await.unwrap();
+    SystemClient::new(ch.clone())
+        .reboot(syspb::RebootRequest {
+            method: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert!(d.wait_power(Power::Down, Duration::from_secs(2)).await);
     assert!(d.wait_power(Power::Up, Duration::from_secs(3)).await);
-    assert!(eventually(Duration::from_secs(3), || async { verify(&ch).await.is_ok_and(|v| v.version == V2) }).await);
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            verify(&ch).await.is_ok_and(|v| v.version == V2)
+        })
+        .await
+    );
 }
 
 #[tokio::test]
@@ -251,14 +352,24 @@ async fn failed_boot_falls_back_with_activation_fail_message() {
     let ch = lazy_channel(&d);
     let old = d.snapshot().running_version;
     install(ch.clone(), V2, 0, image_chunks(V2, 200_000), true).await;
-    d.inject(FaultSpec::device(FaultKind::BootOldImage { message: None }).once()).unwrap();
+    d.inject(FaultSpec::device(FaultKind::BootOldImage { message: None }).once())
+        .unwrap();
     activate(&ch, V2, false).await.unwrap();
     assert!(d.wait_power(Power::Down, Duration::from_secs(2)).await);
     assert!(d.wait_power(Power::Up, Duration::from_secs(3)).await);
-    assert!(eventually(Duration::from_secs(3), || async { verify(&ch).await.is_ok() }).await);
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            verify(&ch).await.is_ok()
+        })
+        .await
+    );
     let v = verify(&ch).await.unwrap();
     assert_eq!(v.version, old);
-    assert!(v.activation_fail_message.contains(V2), "{}", v.activation_fail_message);
+    assert!(
+        v.activation_fail_message.contains(V2),
+        "{}",
+        v.activation_fail_message
+    );
     assert!(d.faults().is_empty(), "one-shot fault used up");
 }
 
@@ -269,17 +380,26 @@ async fn corrupted_images() {
     let ch = lazy_channel(&d);
     let old = d.snapshot().running_version;
     // The next image written lands damaged: INTEGRITY_FAIL.
-    d.inject(FaultSpec::device(FaultKind::CorruptImage { version: None }).once()).unwrap();
+    d.inject(FaultSpec::device(FaultKind::CorruptImage { version: None }).once())
+        .unwrap();
     let r = install(ch.clone(), V2, 0, image_chunks(V2, 200_000), true).await;
     assert_eq!(error_kind(&r), Some(T::IntegrityFail));
     let r = install(ch.clone(), V2, 0, image_chunks(V2, 200_000), true).await;
     assert_eq!(outcome_version(&r).as_deref(), Some(V2));
     // A staged image damaged later fails to boot.
-    d.inject(FaultSpec::device(FaultKind::CorruptImage { version: Some(V2.into()) })).unwrap();
+    d.inject(FaultSpec::device(FaultKind::CorruptImage {
+        version: Some(V2.into()),
+    }))
+    .unwrap();
     activate(&ch, V2, false).await.unwrap();
     assert!(d.wait_power(Power::Down, Duration::from_secs(2)).await);
     assert!(d.wait_power(Power::Up, Duration::from_secs(3)).await);
-    assert!(eventually(Duration::from_secs(3), || async { verify(&ch).await.is_ok() }).await);
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            verify(&ch).await.is_ok()
+        })
+        .await
+    );
     let v = verify(&ch).await.unwrap();
     assert_eq!(v.version, old);
     assert!(!v.activation_fail_message.is_empty());
@@ -293,11 +413,22 @@ async fn release_17_14_activate_closes_the_connection() {
     let v = "17.15.01.0.100.1720000000";
     let r = install(ch.clone(), v, 0, image_chunks(v, 100_000), true).await;
     assert_eq!(outcome_version(&r).as_deref(), Some(v));
-    assert!(r.progress.is_empty(), "the 17.14 profile sends no TransferProgress");
+    assert!(
+        r.progress.is_empty(),
+        "the 17.14 profile sends no TransferProgress"
+    );
     let e = activate(&ch, v, false).await.unwrap_err();
-    assert!(matches!(e.code(), Code::Unavailable | Code::Unknown | Code::Internal), "{e:?}");
+    assert!(
+        matches!(e.code(), Code::Unavailable | Code::Unknown | Code::Internal),
+        "{e:?}"
+    );
     assert!(d.wait_power(Power::Up, Duration::from_secs(3)).await);
-    assert!(eventually(Duration::from_secs(3), || async { verify(&ch).await.is_ok_and(|r| r.version == v) }).await);
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            verify(&ch).await.is_ok_and(|r| r.version == v)
+        })
+        .await
+    );
     let acts = d.journal_for("/gnoi.os.OS/Activate");
     assert_eq!(acts.len(), 1, "Activate arrived exactly once");
     assert_eq!(acts[0].code, "DROPPED");

@@ -70,7 +70,7 @@ fn target(dest: &str, l3: i32) -> Result<Target, DomainError> {
         ),
     };
     let reachable = match ip {
-        IpAddr::V4(v4) => !(v4.octets()[..3] == [203, 0, 113]),
+        IpAddr::V4(v4) => v4.octets()[..3] != [203, 0, 113],
         IpAddr::V6(v6) => !(v6.segments()[0] == 0x2001 && v6.segments()[1] == 0x0db8),
     };
     let local = ip.is_loopback();

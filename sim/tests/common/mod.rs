@@ -15,9 +15,13 @@ use tonic::transport::{Channel, Endpoint};
 pub const REBOOT_MS: u64 = 300;
 
 pub async fn fleet(profile: &str, n: usize) -> FleetHandle {
-    Fleet::start(FleetConfig::new(n, Profile::builtin(profile).unwrap()).reboot_ms(REBOOT_MS).control_port(0))
-        .await
-        .unwrap()
+    Fleet::start(
+        FleetConfig::new(n, Profile::builtin(profile).unwrap())
+            .reboot_ms(REBOOT_MS)
+            .control_port(0),
+    )
+    .await
+    .unwrap()
 }
 
 pub async fn channel(d: &DeviceHandle) -> Channel {
@@ -65,8 +69,14 @@ where
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Installed {
-    Validated { version: String, description: String },
-    Error { kind: ospb::install_error::Type, detail: String },
+    Validated {
+        version: String,
+        description: String,
+    },
+    Error {
+        kind: ospb::install_error::Type,
+        detail: String,
+    },
 }
 
 #[derive(Debug)]
@@ -83,16 +93,36 @@ fn req(r: ospb::install_request::Request) -> ospb::InstallRequest {
 /// Drives OS.Install like gnoic: TransferRequest, wait for TransferReady,
 /// stream chunks (at most 8 in flight), TransferEnd, read the outcome.
 /// `end` false closes the stream without TransferEnd.
-pub async fn install<I>(ch: Channel, version: &str, package_size: u64, chunks: I, end: bool) -> InstallRun
+pub async fn install<I>(
+    ch: Channel,
+    version: &str,
+    package_size: u64,
+    chunks: I,
+    end: bool,
+) -> InstallRun
 where
     I: IntoIterator<Item = Vec<u8>> + Send + 'static,
     I::IntoIter: Send,
 {
-    install_with(ch, ospb::TransferRequest { version: version.into(), package_size, ..Default::default() }, chunks, end)
-        .await
+    install_with(
+        ch,
+        ospb::TransferRequest {
+            version: version.into(),
+            package_size,
+            ..Default::default()
+        },
+        chunks,
+        end,
+    )
+    .await
 }
 
-pub async fn install_with<I>(ch: Channel, tr: ospb::TransferRequest, chunks: I, end: bool) -> InstallRun
+pub async fn install_with<I>(
+    ch: Channel,
+    tr: ospb::TransferRequest,
+    chunks: I,
+    end: bool,
+) -> InstallRun
 where
     I: IntoIterator<Item = Vec<u8>> + Send + 'static,
     I::IntoIter: Send,
@@ -102,7 +132,11 @@ where
     let (tx, rx) = mpsc::channel(8);
     tx.send(req(R::TransferRequest(tr))).await.unwrap();
     let mut client = OsClient::new(ch).max_decoding_message_size(64 << 20);
-    let mut run = InstallRun { outcome: Err(tonic::Status::unknown("no answer")), progress: vec![], ready: false };
+    let mut run = InstallRun {
+        outcome: Err(tonic::Status::unknown("no answer")),
+        progress: vec![],
+        ready: false,
+    };
     let mut stream = match client.install(ReceiverStream::new(rx)).await {
         Ok(s) => s.into_inner(),
         Err(e) => {
@@ -139,10 +173,16 @@ where
             }
             Some(A::TransferProgress(p)) => run.progress.push(p.bytes_received),
             Some(A::Validated(v)) => {
-                run.outcome = Ok(Installed::Validated { version: v.version, description: v.description });
+                run.outcome = Ok(Installed::Validated {
+                    version: v.version,
+                    description: v.description,
+                });
             }
             Some(A::InstallError(e)) => {
-                run.outcome = Ok(Installed::Error { kind: e.r#type(), detail: e.detail });
+                run.outcome = Ok(Installed::Error {
+                    kind: e.r#type(),
+                    detail: e.detail,
+                });
             }
             Some(A::SyncProgress(_)) | None => {}
         }
@@ -151,11 +191,19 @@ where
 
 /// Image bytes as 64 KiB chunks.
 pub fn image_chunks(version: &str, size: u64) -> Vec<Vec<u8>> {
-    iosxe_sim::ImageSpec::new(version, size).chunks().unwrap().collect()
+    iosxe_sim::ImageSpec::new(version, size)
+        .chunks()
+        .unwrap()
+        .collect()
 }
 
 /// Minimal HTTP/1.1 client: returns (status, body as JSON or Null).
-pub async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     let req = format!(
@@ -164,12 +212,25 @@ pub async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<serde
     );
     s.write_all(req.as_bytes()).await.unwrap();
     let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
     let text = String::from_utf8_lossy(&out).into_owned();
     let (head, rest) = text.split_once("\r\n\r\n").unwrap();
     let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(rest) } else { rest.to_owned() };
-    (status, serde_json::from_str(&body).unwrap_or(serde_json::Value::Null))
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(rest)
+    } else {
+        rest.to_owned()
+    };
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 fn dechunk(s: &str) -> String {
