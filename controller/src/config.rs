@@ -63,6 +63,13 @@ pub struct RunArgs {
     #[arg(long, env = "CISCO_VK_DEVICE_NAMESPACE")]
     pub namespace: Option<String>,
 
+    /// Serve every namespace instead of one (cluster-wide RBAC needed).
+    /// Cannot be combined with --namespace or --device.
+    #[arg(long, env = "CVK_ALL_NAMESPACES",
+          action = ArgAction::Set, num_args = 0..=1, default_value = "false",
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub all_namespaces: bool,
+
     /// Serve exactly one CiscoDevice (the per-device deployment of the spec).
     /// Without it the controller serves every device of its namespace.
     #[arg(long, env = "CISCO_VK_DEVICE_NAME")]

@@ -5,5 +5,6 @@ pub mod client;
 pub mod config;
 pub mod crd;
 pub mod lease;
+pub mod reconcile;
 pub mod telemetry;
 pub mod version;

@@ -25,12 +25,23 @@ enum Command {
         #[arg(long, env = "CVK_CRDS_OUT_DIR", value_name = "DIR")]
         out_dir: Option<PathBuf>,
     },
+    /// Run the controllers: CiscoDevice, DeviceOperation, and the gated
+    /// IOSXEOperationalAction / IOSXESoftwareUpgrade kinds.
+    Run(Box<cvk_controller::config::RunArgs>),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Crds { out_dir } => crds(out_dir),
+        Command::Run(args) => run(*args),
     }
+}
+
+fn run(args: cvk_controller::config::RunArgs) -> anyhow::Result<()> {
+    cvk_controller::telemetry::init_logging(args.log_format, &args.log_level)?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the Tokio runtime")?;
+    runtime.block_on(cvk_controller::reconcile::run(args))?;
+    Ok(())
 }
 
 fn crds(out_dir: Option<PathBuf>) -> anyhow::Result<()> {

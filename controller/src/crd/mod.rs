@@ -15,6 +15,10 @@
 //! the checked-in copies under `kind/crds/` are compared against them by
 //! the test suite.
 
+// kube's `printcolumn(name = .., type_ = ..)` blocks repeat the same keys by
+// design; clippy reads them as duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod action;
 pub mod common;
 pub mod device;

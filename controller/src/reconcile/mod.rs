@@ -1,0 +1,590 @@
+//! The reconcilers and the runtime that drives them.
+//!
+//! ```text
+//!  run(RunArgs) ── logs, /metrics, /healthz, /readyz, SIGINT/SIGTERM
+//!    └─ run_controllers(client, settings, shutdown)
+//!         ├─ CiscoDevice          device::reconcile     probe -> status, requeue
+//!         ├─ DeviceOperation      operation::reconcile  observe -> step -> execute -> status
+//!         ├─ IOSXEOperationalAction  gate::reconcile    (while the write-class gate is off)
+//!         └─ IOSXESoftwareUpgrade    gate::reconcile    (while the upgrade gate is off)
+//!  shared: Context { kube client, ClientPool (capability cache), Recorder, metrics }
+//! ```
+//!
+//! Every reconciler follows the same shape: read the object fresh from the
+//! API (the watch cache may lag behind the reconciler's own last write),
+//! decide with a pure function, run the decided I/O, and write status with
+//! server-side apply under one field manager, so a field the controller
+//! stops setting disappears. Events are published only when a phase or
+//! reason changes, never on a resync that changes nothing.
+//!
+//! Scope: one namespace (`--namespace`, default the pod's), every namespace
+//! (`--all-namespaces`), or one device (`--device NAME`: the CiscoDevice
+//! watch is narrowed by field selector and operations for other devices are
+//! left untouched, for the per-device pod of the specification).
+
+pub mod conditions;
+pub mod device;
+pub mod gate;
+pub mod operation;
+pub mod target;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::{ClientMetrics, ClientPool, GnoiSettings};
+use crate::config::{Gate, Gates, RunArgs};
+use crate::crd::{CiscoDevice, DeviceOperation, IOSXEOperationalAction, IOSXESoftwareUpgrade};
+use crate::telemetry::{ControllerMetrics, Readiness};
+
+/// Field manager of every status write, and the Event reporter.
+pub const MANAGER: &str = "cvk-controller";
+
+/// What the controllers serve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    /// The namespace served; `None` for every namespace.
+    pub namespace: Option<String>,
+    /// Only this CiscoDevice (and operations that name it).
+    pub device: Option<String>,
+}
+
+impl Scope {
+    /// Whether an object naming device `name` is served.
+    pub fn serves_device(&self, name: &str) -> bool {
+        self.device.as_deref().is_none_or(|d| d == name)
+    }
+}
+
+/// Settings of [`run_controllers`].
+#[derive(Debug, Clone)]
+pub struct ControllerSettings {
+    /// Namespace and device scope.
+    pub scope: Scope,
+    /// The runtime gates.
+    pub gates: Gates,
+    /// The gNOI client settings (`CISCO_VK_GNOI_*`, deadlines, cache TTL).
+    pub gnoi: GnoiSettings,
+    /// How often a CiscoDevice is probed again.
+    pub probe_interval: Duration,
+    /// Identity in Events (the pod name).
+    pub identity: String,
+    /// Limits of DeviceOperation outputs.
+    pub output_limits: operation::OutputLimits,
+}
+
+impl ControllerSettings {
+    /// Defaults for one namespace: gates off, secure gNOI, 60 s probes.
+    pub fn for_namespace(namespace: impl Into<String>) -> Self {
+        Self {
+            scope: Scope {
+                namespace: Some(namespace.into()),
+                device: None,
+            },
+            gates: Gates::default(),
+            gnoi: GnoiSettings::default(),
+            probe_interval: Duration::from_secs(60),
+            identity: MANAGER.to_owned(),
+            output_limits: operation::OutputLimits::default(),
+        }
+    }
+
+    /// From the flags of `cvk-controller run`; `default_namespace` is the
+    /// client's (in-cluster or kubeconfig) namespace.
+    pub fn from_run_args(args: &RunArgs, default_namespace: &str) -> Result<Self, ScopeError> {
+        if args.all_namespaces && args.namespace.is_some() {
+            return Err(ScopeError(
+                "--all-namespaces and --namespace exclude each other",
+            ));
+        }
+        if args.all_namespaces && args.device.is_some() {
+            return Err(ScopeError(
+                "--device serves one device of one namespace; it cannot be combined with --all-namespaces",
+            ));
+        }
+        if args.device.as_deref().is_some_and(str::is_empty) {
+            return Err(ScopeError("--device must name a CiscoDevice"));
+        }
+        let namespace = if args.all_namespaces {
+            None
+        } else {
+            Some(
+                args.namespace
+                    .clone()
+                    .unwrap_or_else(|| default_namespace.to_owned()),
+            )
+        };
+        Ok(Self {
+            scope: Scope {
+                namespace,
+                device: args.device.clone(),
+            },
+            gates: args.gates(),
+            gnoi: GnoiSettings {
+                insecure: args.gnoi_insecure,
+                port: args.gnoi_port,
+                disabled: args.gnoi_disabled,
+                capability_ttl: Duration::from_secs(args.capability_cache_ttl_seconds),
+                ..GnoiSettings::default()
+            },
+            probe_interval: args.probe_interval(),
+            identity: args.identity(),
+            output_limits: operation::OutputLimits::default(),
+        })
+    }
+}
+
+/// Flags that cannot be combined.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct ScopeError(pub &'static str);
+
+/// What a reconcile can fail with (it is then retried with backoff).
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// The API server refused or failed a request.
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// A status could not be serialized.
+    #[error("serializing status: {0}")]
+    Serialize(#[from] serde_json::Error),
+    /// The object lacks a namespace or name.
+    #[error("object without {0}")]
+    MissingMetadata(&'static str),
+}
+
+impl ReconcileError {
+    /// Stable snake_case category (metric label).
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Kube(kube::Error::Api(s)) if s.is_conflict() => "conflict",
+            Self::Kube(_) => "kube",
+            Self::Serialize(_) => "serialize",
+            Self::MissingMetadata(_) => "missing_metadata",
+        }
+    }
+}
+
+/// State shared by every reconciler.
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// Settings.
+    pub settings: ControllerSettings,
+    /// Device clients and the capability cache.
+    pub pool: Arc<ClientPool>,
+    /// Controller metrics.
+    pub metrics: ControllerMetrics,
+    recorder: Recorder,
+    /// Device key -> (generation, when the next probe is due), so that the
+    /// status write a probe causes does not cause another probe.
+    probes: Mutex<HashMap<String, (Option<i64>, Instant)>>,
+}
+
+impl Context {
+    /// A context with its own client pool.
+    pub fn new(
+        client: Client,
+        settings: ControllerSettings,
+        metrics: ControllerMetrics,
+        client_metrics: ClientMetrics,
+    ) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: MANAGER.to_owned(),
+                instance: Some(settings.identity.clone()),
+            },
+        );
+        Self {
+            pool: Arc::new(ClientPool::new(settings.gnoi.clone(), client_metrics)),
+            client,
+            settings,
+            metrics,
+            recorder,
+            probes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Publishes an Event about `obj`; a failure is logged, never raised
+    /// (an Event is a courtesy, status is the record).
+    pub async fn publish<K>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) where
+        K: Resource<DynamicType = ()>,
+    {
+        let ev = Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(conditions::truncate_utf8(&note, 1000).to_owned()),
+            action: action.to_owned(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+            tracing::warn!(object = %obj.meta().name.as_deref().unwrap_or_default(), error = %e,
+                "publishing an Event failed");
+        }
+    }
+
+    pub(crate) fn last_probe(&self, key: &str) -> Option<(Option<i64>, Instant)> {
+        self.probes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .copied()
+    }
+
+    pub(crate) fn record_probe(&self, key: &str, generation: Option<i64>, next_in: Duration) {
+        self.probes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.to_owned(), (generation, Instant::now() + next_in));
+    }
+
+    pub(crate) fn forget_probe(&self, key: &str) {
+        self.probes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
+}
+
+/// Namespace and name of a namespaced object.
+pub(crate) fn ns_name<K: Resource>(obj: &K) -> Result<(String, String), ReconcileError> {
+    let ns = obj
+        .meta()
+        .namespace
+        .clone()
+        .ok_or(ReconcileError::MissingMetadata("namespace"))?;
+    let name = obj
+        .meta()
+        .name
+        .clone()
+        .ok_or(ReconcileError::MissingMetadata("name"))?;
+    Ok((ns, name))
+}
+
+/// Writes `status` of `name` with server-side apply (field manager
+/// [`MANAGER`], forced: the controller owns status).
+pub(crate) async fn apply_status<K, S>(
+    api: &Api<K>,
+    name: &str,
+    status: &S,
+) -> Result<K, ReconcileError>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    S: Serialize,
+{
+    let body = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    Ok(api
+        .patch_status(
+            name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await?)
+}
+
+fn api_for<K>(client: &Client, scope: &Scope) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
+{
+    match &scope.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+fn error_policy<K: Resource<DynamicType = ()>>(
+    obj: Arc<K>,
+    err: &ReconcileError,
+    ctx: Arc<Context>,
+) -> Action {
+    ctx.metrics.reconciled(&K::kind(&()), err.category());
+    tracing::warn!(kind = %K::kind(&()), object = %obj.name_any(), error = %err, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+async fn drive<K, F, Fut>(
+    api: Api<K>,
+    config: watcher::Config,
+    reconcile: F,
+    ctx: Arc<Context>,
+    shutdown: CancellationToken,
+) where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    F: FnMut(Arc<K>, Arc<Context>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Action, ReconcileError>> + Send + 'static,
+{
+    let kind = K::kind(&()).into_owned();
+    tracing::info!(%kind, "controller started");
+    Controller::new(api, config)
+        .graceful_shutdown_on(async move { shutdown.cancelled_owned().await })
+        .run(reconcile, error_policy::<K>, ctx)
+        .for_each(|res| {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "controller event");
+            }
+            futures::future::ready(())
+        })
+        .await;
+    tracing::info!(%kind, "controller stopped");
+}
+
+/// Runs every controller of `ctx.settings` until `shutdown` fires; a
+/// reconcile in flight is allowed to finish. Gated kinds are watched only
+/// while their gate is off (to say so in their status); their full
+/// reconcilers are registered by the features that implement them.
+pub async fn run_with_context(ctx: Arc<Context>, shutdown: CancellationToken) {
+    let client = ctx.client.clone();
+    let scope = ctx.settings.scope.clone();
+
+    let mut device_cfg = watcher::Config::default();
+    if let Some(d) = &scope.device {
+        device_cfg = device_cfg.fields(&format!("metadata.name={d}"));
+    }
+    let devices = drive(
+        api_for::<CiscoDevice>(&client, &scope),
+        device_cfg,
+        device::reconcile,
+        ctx.clone(),
+        shutdown.clone(),
+    );
+    let operations = drive(
+        api_for::<DeviceOperation>(&client, &scope),
+        watcher::Config::default(),
+        operation::reconcile,
+        ctx.clone(),
+        shutdown.clone(),
+    );
+    let gates = ctx.settings.gates;
+    let actions = async {
+        if !gates.is_enabled(Gate::WriteClass) {
+            drive(
+                api_for::<IOSXEOperationalAction>(&client, &scope),
+                watcher::Config::default(),
+                gate::reconcile::<IOSXEOperationalAction>,
+                ctx.clone(),
+                shutdown.clone(),
+            )
+            .await;
+        }
+    };
+    let upgrades = async {
+        if !gates.is_enabled(Gate::SoftwareUpgrade) {
+            drive(
+                api_for::<IOSXESoftwareUpgrade>(&client, &scope),
+                watcher::Config::default(),
+                gate::reconcile::<IOSXESoftwareUpgrade>,
+                ctx.clone(),
+                shutdown.clone(),
+            )
+            .await;
+        }
+    };
+    futures::join!(devices, operations, actions, upgrades);
+}
+
+/// Runs the controllers with a fresh [`Context`] (metrics not exported)
+/// until `shutdown` fires. This is what in-process tests and the scenario
+/// runner call.
+pub async fn run_controllers(
+    client: Client,
+    settings: ControllerSettings,
+    shutdown: CancellationToken,
+) {
+    let ctx = Arc::new(Context::new(
+        client,
+        settings,
+        ControllerMetrics::default(),
+        ClientMetrics::default(),
+    ));
+    run_with_context(ctx, shutdown).await;
+}
+
+/// Why `cvk-controller run` stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// No usable kubeconfig or in-cluster configuration.
+    #[error("Kubernetes client configuration: {0}")]
+    Client(#[from] kube::Error),
+    /// Conflicting flags.
+    #[error(transparent)]
+    Scope(#[from] ScopeError),
+    /// The metrics or health endpoints could not start.
+    #[error("telemetry endpoints: {0}")]
+    Telemetry(String),
+    /// Installing the signal handlers failed.
+    #[error("signal handlers: {0}")]
+    Signals(#[from] std::io::Error),
+}
+
+impl RunError {
+    /// Stable snake_case category.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Client(_) => "client",
+            Self::Scope(_) => "scope",
+            Self::Telemetry(_) => "telemetry",
+            Self::Signals(_) => "signals",
+        }
+    }
+}
+
+/// Cancels `token` on the first SIGINT or SIGTERM.
+pub fn cancel_on_signals(token: CancellationToken) -> Result<(), std::io::Error> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        let which = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+            () = token.cancelled() => return,
+        };
+        tracing::info!(
+            signal = which,
+            "shutting down: finishing reconciles in flight"
+        );
+        token.cancel();
+    });
+    Ok(())
+}
+
+/// `cvk-controller run`: telemetry endpoints, the kube client (in-cluster
+/// or `KUBECONFIG`), the controllers, graceful shutdown on SIGINT/SIGTERM.
+/// Logging must be installed by the caller.
+pub async fn run(args: RunArgs) -> Result<(), RunError> {
+    let client = Client::try_default().await?;
+    let settings = ControllerSettings::from_run_args(&args, client.default_namespace())?;
+    tracing::info!(scope = ?settings.scope, gates = ?settings.gates,
+        gnoi_insecure = settings.gnoi.insecure, gnoi_port = ?settings.gnoi.port,
+        gnoi_disabled = settings.gnoi.disabled, "starting cvk-controller");
+
+    let shutdown = CancellationToken::new();
+    cancel_on_signals(shutdown.clone())?;
+
+    let metrics = ControllerMetrics::default();
+    let client_metrics = ClientMetrics::default();
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    client_metrics.register(&mut registry);
+    let ready = Readiness::default();
+    let (metrics_addr, health_addr) = crate::telemetry::serve(
+        args.metrics_bind_address,
+        args.health_probe_bind_address,
+        Arc::new(registry),
+        ready.clone(),
+        shutdown.clone(),
+    )
+    .await
+    .map_err(|e| RunError::Telemetry(e.to_string()))?;
+    tracing::info!(%metrics_addr, %health_addr, "serving /metrics, /healthz and /readyz");
+
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        settings,
+        metrics,
+        client_metrics,
+    ));
+    let readiness = {
+        let (client, ready, shutdown) = (client.clone(), ready.clone(), shutdown.clone());
+        async move {
+            // Ready once the API server answers; re-checked so a lost API
+            // server shows on /readyz.
+            loop {
+                let ok = client.apiserver_version().await.is_ok();
+                ready.set(ok && !shutdown.is_cancelled());
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(Duration::from_secs(if ok { 30 } else { 2 })) => {}
+                }
+            }
+            ready.set(false);
+        }
+    };
+    futures::join!(run_with_context(ctx, shutdown.clone()), readiness);
+    tracing::info!("cvk-controller stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn settings(args: &[&str]) -> Result<ControllerSettings, ScopeError> {
+        let mut all = vec!["cvk-controller"];
+        all.extend_from_slice(args);
+        let a = Cli::try_parse_from(all).unwrap().run;
+        ControllerSettings::from_run_args(&a, "pod-ns")
+    }
+
+    #[test]
+    fn scope_from_flags() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.scope.namespace.as_deref(), Some("pod-ns"));
+        assert_eq!(s.scope.device, None);
+        let s = settings(&["--namespace", "lab", "--device", "cat9000-4"]).unwrap();
+        assert_eq!(s.scope.namespace.as_deref(), Some("lab"));
+        assert!(s.scope.serves_device("cat9000-4"));
+        assert!(!s.scope.serves_device("cat9000-5"));
+        let s = settings(&["--all-namespaces"]).unwrap();
+        assert_eq!(s.scope.namespace, None);
+        assert!(s.scope.serves_device("anything"));
+        assert!(settings(&["--all-namespaces", "--device", "x"]).is_err());
+        assert!(settings(&["--all-namespaces", "--namespace", "x"]).is_err());
+    }
+
+    #[test]
+    fn gnoi_settings_follow_the_flags() {
+        let s = settings(&[
+            "--gnoi-insecure",
+            "--gnoi-port",
+            "57400",
+            "--gnoi-disabled=true",
+            "--capability-cache-ttl-seconds",
+            "30",
+            "--enable-write-class-gnoi",
+        ])
+        .unwrap();
+        assert!(s.gnoi.insecure && s.gnoi.disabled);
+        assert_eq!(s.gnoi.port, Some(57400));
+        assert_eq!(s.gnoi.capability_ttl, Duration::from_secs(30));
+        assert!(s.gates.write_class && !s.gates.software_upgrade);
+    }
+}

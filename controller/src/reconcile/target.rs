@@ -1,0 +1,582 @@
+//! From a CiscoDevice (and the Secrets it names) to the device client's
+//! [`DeviceTarget`].
+//!
+//! The rules live in the pure [`build_target`], tested with plain tables;
+//! [`resolve_target`] only reads the Secrets.
+//!
+//! * Credentials: `spec.credentialSecretRef` names a Secret with `password`
+//!   (required) and `username` (used when `spec.username` is unset).
+//! * Transport: `spec.gnoi.transportSecurity` `tls` is always TLS; `insecure`
+//!   (or `plaintext`) is refused unless the controller runs with
+//!   `CISCO_VK_GNOI_INSECURE=1`; `auto` is TLS when `spec.tls.enabled`, and
+//!   otherwise left to the client (insecure listener only with the gate).
+//! * Trust: `spec.gnoi.tls.secretRef` names a Secret with `ca.crt` and
+//!   optionally the pair `tls.crt` + `tls.key` (mutual TLS).
+//! * Port: `spec.gnoi.port`, else a non-standard `spec.port` when
+//!   `CISCO_VK_GNOI_PORT` is unset, else the client's inference.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Client};
+
+use crate::client::{Credentials, DeviceTarget, GnoiSettings, TlsMaterial, Transport};
+use crate::crd::CiscoDeviceSpec;
+use crate::crd::device::{Driver, TransportSecurity};
+
+/// Key of the password in the credential Secret.
+pub const PASSWORD_KEY: &str = "password";
+/// Key of the optional user name in the credential Secret.
+pub const USERNAME_KEY: &str = "username";
+/// Key of the CA bundle in the gNOI TLS Secret.
+pub const CA_KEY: &str = "ca.crt";
+/// Key of the client certificate in the gNOI TLS Secret.
+pub const CERT_KEY: &str = "tls.crt";
+/// Key of the client key in the gNOI TLS Secret.
+pub const KEY_KEY: &str = "tls.key";
+
+/// Why a CiscoDevice cannot be turned into a connection target.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// The driver is accepted by the API but not driven by this controller.
+    #[error("driver {0:?} is not driven by this controller; only XE (and FAKE for tests) are")]
+    UnsupportedDriver(Driver),
+    /// A referenced Secret does not exist.
+    #[error("Secret {name:?} ({purpose}) does not exist in the device's namespace")]
+    SecretNotFound {
+        /// Secret name.
+        name: String,
+        /// What it is for.
+        purpose: &'static str,
+    },
+    /// A referenced Secret lacks a key.
+    #[error("Secret {name:?} has no key {key:?} ({purpose})")]
+    SecretKeyMissing {
+        /// Secret name.
+        name: String,
+        /// The key.
+        key: &'static str,
+        /// What it is for.
+        purpose: &'static str,
+    },
+    /// A Secret value is not UTF-8 text.
+    #[error("Secret {name:?} key {key:?} is not UTF-8 text")]
+    SecretKeyNotText {
+        /// Secret name.
+        name: String,
+        /// The key.
+        key: &'static str,
+    },
+    /// No user name anywhere.
+    #[error(
+        "no user name: set spec.username or the key username in Secret {0:?} (spec.credentialSecretRef)"
+    )]
+    NoUsername(String),
+    /// A user name without the Secret that holds the password.
+    #[error(
+        "spec.username is set but spec.credentialSecretRef is not; the password comes from that Secret's key password"
+    )]
+    NoPasswordSecret,
+    /// Only one half of the client certificate pair.
+    #[error("Secret {0:?} must hold both tls.crt and tls.key for mutual TLS, or neither")]
+    IncompleteClientPair(String),
+    /// The insecure transport without the controller-wide gate.
+    #[error(
+        "spec.gnoi.transportSecurity insecure needs the controller to run with CISCO_VK_GNOI_INSECURE=1 (--gnoi-insecure, Helm gnoi.insecure=true)"
+    )]
+    InsecureRefused,
+    /// A port outside 1-65535.
+    #[error("{field} {value} is not a TCP port (1-65535)")]
+    BadPort {
+        /// The field.
+        field: &'static str,
+        /// Its value.
+        value: i32,
+    },
+    /// Reading a Secret failed.
+    #[error("reading Secret {name:?}: {source}")]
+    Kube {
+        /// Secret name.
+        name: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl TargetError {
+    /// Stable snake_case category (metric label).
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::UnsupportedDriver(_) => "unsupported_driver",
+            Self::SecretNotFound { .. } => "secret_not_found",
+            Self::SecretKeyMissing { .. } => "secret_key_missing",
+            Self::SecretKeyNotText { .. } => "secret_key_not_text",
+            Self::NoUsername(_) => "no_username",
+            Self::NoPasswordSecret => "no_password_secret",
+            Self::IncompleteClientPair(_) => "incomplete_client_pair",
+            Self::InsecureRefused => "insecure_refused",
+            Self::BadPort { .. } => "bad_port",
+            Self::Kube { .. } => "kube",
+        }
+    }
+
+    /// CamelCase reason for conditions and Events.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::UnsupportedDriver(_) => "UnsupportedDriver",
+            Self::SecretNotFound { .. } => "SecretNotFound",
+            Self::SecretKeyMissing { .. } => "SecretKeyMissing",
+            Self::SecretKeyNotText { .. } => "SecretKeyNotText",
+            Self::NoUsername(_) => "NoUsername",
+            Self::NoPasswordSecret => "NoPasswordSecret",
+            Self::IncompleteClientPair(_) => "IncompleteClientPair",
+            Self::InsecureRefused => "InsecureTransportRefused",
+            Self::BadPort { .. } => "InvalidPort",
+            Self::Kube { .. } => "SecretReadFailed",
+        }
+    }
+
+    /// Whether retrying later may succeed without a spec change (a Secret
+    /// may be created or fixed, the API may answer).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::SecretNotFound { .. }
+                | Self::SecretKeyMissing { .. }
+                | Self::SecretKeyNotText { .. }
+                | Self::NoUsername(_)
+                | Self::IncompleteClientPair(_)
+                | Self::Kube { .. }
+        )
+    }
+}
+
+/// The keys of one Secret, as read from the API.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SecretData {
+    /// Secret name.
+    pub name: String,
+    /// Decoded values.
+    pub data: BTreeMap<String, Vec<u8>>,
+}
+
+impl std::fmt::Debug for SecretData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretData")
+            .field("name", &self.name)
+            .field("keys", &self.data.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl SecretData {
+    /// From an API Secret.
+    pub fn from_secret(name: &str, s: &Secret) -> Self {
+        Self {
+            name: name.to_owned(),
+            data: s
+                .data
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.0.clone()))
+                .collect(),
+        }
+    }
+
+    fn text(&self, key: &'static str) -> Result<Option<String>, TargetError> {
+        match self.data.get(key) {
+            None => Ok(None),
+            Some(v) => {
+                String::from_utf8(v.clone())
+                    .map(Some)
+                    .map_err(|_| TargetError::SecretKeyNotText {
+                        name: self.name.clone(),
+                        key,
+                    })
+            }
+        }
+    }
+
+    fn required(&self, key: &'static str, purpose: &'static str) -> Result<String, TargetError> {
+        self.text(key)?
+            .ok_or_else(|| TargetError::SecretKeyMissing {
+                name: self.name.clone(),
+                key,
+                purpose,
+            })
+    }
+}
+
+fn port(field: &'static str, value: i32) -> Result<u16, TargetError> {
+    u16::try_from(value)
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or(TargetError::BadPort { field, value })
+}
+
+/// Builds the target of device `key` (`namespace/name`) from its spec and
+/// the Secrets it references (`None` where the spec references none).
+pub fn build_target(
+    key: &str,
+    spec: &CiscoDeviceSpec,
+    credentials: Option<&SecretData>,
+    tls: Option<&SecretData>,
+    settings: &GnoiSettings,
+) -> Result<DeviceTarget, TargetError> {
+    match spec.driver {
+        Driver::Xe | Driver::Fake => {}
+        other => return Err(TargetError::UnsupportedDriver(other)),
+    }
+    let mut target = DeviceTarget::new(key, spec.address.clone());
+
+    target.port = match spec.gnoi.as_ref().and_then(|g| g.port) {
+        Some(p) => Some(port("spec.gnoi.port", p)?),
+        None => match spec.port {
+            // The management port is RESTCONF's; only a non-standard one
+            // says "this device listens somewhere unusual", as upstream.
+            Some(p) if settings.port.is_none() && p != 80 && p != 443 => {
+                Some(port("spec.port", p)?)
+            }
+            _ => None,
+        },
+    };
+
+    target.transport = match spec.transport_security() {
+        TransportSecurity::Tls => Transport::Tls,
+        TransportSecurity::Insecure | TransportSecurity::Plaintext => {
+            if settings.insecure {
+                Transport::Insecure
+            } else {
+                return Err(TargetError::InsecureRefused);
+            }
+        }
+        TransportSecurity::Auto => {
+            if spec.tls_enabled() {
+                Transport::Tls
+            } else {
+                Transport::Auto
+            }
+        }
+    };
+
+    target.credentials = match (credentials, &spec.username) {
+        (None, None) => None,
+        (None, Some(_)) => return Err(TargetError::NoPasswordSecret),
+        (Some(secret), user) => {
+            let password = secret.required(PASSWORD_KEY, "device password")?;
+            let username = match user {
+                Some(u) => u.clone(),
+                None => secret
+                    .text(USERNAME_KEY)?
+                    .ok_or_else(|| TargetError::NoUsername(secret.name.clone()))?,
+            };
+            Some(Credentials { username, password })
+        }
+    };
+
+    let mut material = TlsMaterial::default();
+    if let Some(secret) = tls {
+        material.ca_pem = Some(secret.required(CA_KEY, "CA bundle of the device certificate")?);
+        match (secret.text(CERT_KEY)?, secret.text(KEY_KEY)?) {
+            (Some(cert), Some(key)) => {
+                material.client_cert_pem = Some(cert);
+                material.client_key_pem = Some(key);
+            }
+            (None, None) => {}
+            _ => return Err(TargetError::IncompleteClientPair(secret.name.clone())),
+        }
+    }
+    material.server_name = spec
+        .gnoi
+        .as_ref()
+        .and_then(|g| g.tls.as_ref())
+        .and_then(|t| t.server_name.clone());
+    // Skipping verification is honoured only where the schema allows it:
+    // auto transport on a device whose management plane uses TLS.
+    material.insecure_skip_verify = spec.transport_security() == TransportSecurity::Auto
+        && spec
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.enabled && t.insecure_skip_verify);
+    target.tls = material;
+    Ok(target)
+}
+
+async fn read_secret(
+    api: &Api<Secret>,
+    name: &str,
+    purpose: &'static str,
+) -> Result<SecretData, TargetError> {
+    match api.get_opt(name).await {
+        Ok(Some(s)) => Ok(SecretData::from_secret(name, &s)),
+        Ok(None) => Err(TargetError::SecretNotFound {
+            name: name.to_owned(),
+            purpose,
+        }),
+        Err(source) => Err(TargetError::Kube {
+            name: name.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Reads the Secrets `spec` references (in `namespace`) and builds the
+/// target of device `namespace/name`.
+pub async fn resolve_target(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    spec: &CiscoDeviceSpec,
+    settings: &GnoiSettings,
+) -> Result<DeviceTarget, TargetError> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let credentials = match &spec.credential_secret_ref {
+        Some(r) => Some(read_secret(&api, &r.name, "device credentials").await?),
+        None => None,
+    };
+    let tls = match spec.gnoi.as_ref().and_then(|g| g.tls.as_ref()) {
+        Some(t) => Some(read_secret(&api, &t.secret_ref.name, "gNOI TLS trust").await?),
+        None => None,
+    };
+    build_target(
+        &device_key(namespace, name),
+        spec,
+        credentials.as_ref(),
+        tls.as_ref(),
+        settings,
+    )
+}
+
+/// Key of a device in the client pool and the capability cache.
+pub fn device_key(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::LocalObjectRef;
+    use crate::crd::device::{DeviceTls, GnoiConfig, GnoiTls};
+
+    fn spec() -> CiscoDeviceSpec {
+        CiscoDeviceSpec {
+            driver: Driver::Xe,
+            address: "192.0.2.10".into(),
+            port: None,
+            username: None,
+            credential_secret_ref: None,
+            tls: None,
+            gnoi: None,
+        }
+    }
+
+    fn secret(name: &str, pairs: &[(&str, &str)]) -> SecretData {
+        SecretData {
+            name: name.into(),
+            data: pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
+                .collect(),
+        }
+    }
+
+    fn insecure() -> GnoiSettings {
+        GnoiSettings {
+            insecure: true,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn credentials_from_the_secret_and_the_spec() {
+        let s = secret("creds", &[("username", "fromsecret"), ("password", "pw")]);
+        let t = build_target("ns/d", &spec(), Some(&s), None, &insecure()).unwrap();
+        let c = t.credentials.unwrap();
+        assert_eq!(
+            (c.username.as_str(), c.password.as_str()),
+            ("fromsecret", "pw")
+        );
+
+        let mut sp = spec();
+        sp.username = Some("fromspec".into());
+        let t = build_target("ns/d", &sp, Some(&s), None, &insecure()).unwrap();
+        assert_eq!(t.credentials.unwrap().username, "fromspec");
+
+        let nopw = secret("creds", &[("username", "u")]);
+        let e = build_target("ns/d", &sp, Some(&nopw), None, &insecure()).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                TargetError::SecretKeyMissing {
+                    key: "password",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+
+        let nouser = secret("creds", &[("password", "pw")]);
+        let e = build_target("ns/d", &spec(), Some(&nouser), None, &insecure()).unwrap_err();
+        assert_eq!(e.reason(), "NoUsername");
+
+        let e = build_target("ns/d", &sp, None, None, &insecure()).unwrap_err();
+        assert_eq!(e.category(), "no_password_secret");
+
+        let t = build_target("ns/d", &spec(), None, None, &insecure()).unwrap();
+        assert_eq!(t.credentials, None);
+        assert_eq!(t.name, "ns/d");
+    }
+
+    #[test]
+    fn transport_and_port_rules() {
+        let secure = GnoiSettings::default();
+        let lab = insecure();
+        let pinned = GnoiSettings {
+            port: Some(7000),
+            ..Default::default()
+        };
+        let with = |ts: TransportSecurity, port: Option<i32>, tls_enabled: bool| {
+            let mut s = spec();
+            s.gnoi = Some(GnoiConfig {
+                port,
+                transport_security: ts,
+                tls: None,
+            });
+            s.tls = tls_enabled.then(|| DeviceTls {
+                enabled: true,
+                insecure_skip_verify: false,
+            });
+            s
+        };
+        // (spec, settings, transport or error reason, port)
+        let cases: Vec<(
+            CiscoDeviceSpec,
+            &GnoiSettings,
+            Result<Transport, &str>,
+            Option<u16>,
+        )> = vec![
+            (
+                with(TransportSecurity::Auto, None, false),
+                &secure,
+                Ok(Transport::Auto),
+                None,
+            ),
+            (
+                with(TransportSecurity::Auto, None, true),
+                &lab,
+                Ok(Transport::Tls),
+                None,
+            ),
+            (
+                with(TransportSecurity::Tls, Some(9339), false),
+                &lab,
+                Ok(Transport::Tls),
+                Some(9339),
+            ),
+            (
+                with(TransportSecurity::Insecure, Some(6000), false),
+                &lab,
+                Ok(Transport::Insecure),
+                Some(6000),
+            ),
+            (
+                with(TransportSecurity::Plaintext, None, false),
+                &lab,
+                Ok(Transport::Insecure),
+                None,
+            ),
+            (
+                with(TransportSecurity::Insecure, None, false),
+                &secure,
+                Err("InsecureTransportRefused"),
+                None,
+            ),
+            (
+                with(TransportSecurity::Auto, Some(0), false),
+                &secure,
+                Err("InvalidPort"),
+                None,
+            ),
+        ];
+        for (s, settings, want, port) in cases {
+            match (build_target("n/d", &s, None, None, settings), want) {
+                (Ok(t), Ok(tr)) => {
+                    assert_eq!(t.transport, tr, "{s:?}");
+                    assert_eq!(t.port, port, "{s:?}");
+                }
+                (Err(e), Err(reason)) => assert_eq!(e.reason(), reason, "{s:?}"),
+                (got, want) => panic!("{s:?}: got {got:?}, want {want:?}"),
+            }
+        }
+        // A non-standard management port is kept unless CISCO_VK_GNOI_PORT pins one.
+        let mut s = spec();
+        s.port = Some(57400);
+        assert_eq!(
+            build_target("n/d", &s, None, None, &secure).unwrap().port,
+            Some(57400)
+        );
+        assert_eq!(
+            build_target("n/d", &s, None, None, &pinned).unwrap().port,
+            None
+        );
+        s.port = Some(443);
+        assert_eq!(
+            build_target("n/d", &s, None, None, &secure).unwrap().port,
+            None
+        );
+    }
+
+    #[test]
+    fn tls_material_from_the_secret() {
+        let mut s = spec();
+        s.gnoi = Some(GnoiConfig {
+            port: None,
+            transport_security: TransportSecurity::Tls,
+            tls: Some(GnoiTls {
+                secret_ref: LocalObjectRef::new("tls"),
+                server_name: Some("sw1.lab".into()),
+            }),
+        });
+        let ca_only = secret("tls", &[("ca.crt", "CA")]);
+        let t = build_target("n/d", &s, None, Some(&ca_only), &insecure()).unwrap();
+        assert_eq!(t.tls.ca_pem.as_deref(), Some("CA"));
+        assert_eq!(t.tls.client_cert_pem, None);
+        assert_eq!(t.tls.server_name.as_deref(), Some("sw1.lab"));
+        assert!(!t.tls.insecure_skip_verify);
+
+        let mtls = secret(
+            "tls",
+            &[("ca.crt", "CA"), ("tls.crt", "C"), ("tls.key", "K")],
+        );
+        let t = build_target("n/d", &s, None, Some(&mtls), &insecure()).unwrap();
+        assert_eq!(t.tls.client_cert_pem.as_deref(), Some("C"));
+        assert_eq!(t.tls.client_key_pem.as_deref(), Some("K"));
+
+        let half = secret("tls", &[("ca.crt", "CA"), ("tls.crt", "C")]);
+        let e = build_target("n/d", &s, None, Some(&half), &insecure()).unwrap_err();
+        assert_eq!(e.reason(), "IncompleteClientPair");
+
+        let no_ca = secret("tls", &[("tls.crt", "C"), ("tls.key", "K")]);
+        let e = build_target("n/d", &s, None, Some(&no_ca), &insecure()).unwrap_err();
+        assert!(e.to_string().contains("ca.crt"), "{e}");
+
+        let mut lab = spec();
+        lab.tls = Some(DeviceTls {
+            enabled: true,
+            insecure_skip_verify: true,
+        });
+        let t = build_target("n/d", &lab, None, None, &insecure()).unwrap();
+        assert!(t.tls.insecure_skip_verify);
+        assert_eq!(t.transport, Transport::Tls);
+    }
+
+    #[test]
+    fn only_the_xe_driver_is_driven() {
+        let mut s = spec();
+        s.driver = Driver::Nxos;
+        let e = build_target("n/d", &s, None, None, &insecure()).unwrap_err();
+        assert_eq!(e.reason(), "UnsupportedDriver");
+        assert!(!e.is_transient());
+    }
+}
