@@ -5,8 +5,11 @@
 //!   from their Go modules, with an admin kubeconfig.
 //! * [`testing`]: test support on top of it: one control plane per test
 //!   binary, a namespace per test, the project's CRDs installed.
+//! * [`scenario`]: scenario files, targets (sim, hardware), the runner and
+//!   its reports.
 
 pub mod control_plane;
+pub mod scenario;
 pub mod testing;
 
 pub use control_plane::{ControlPlaneError, LocalControlPlane};

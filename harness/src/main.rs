@@ -1,10 +1,11 @@
 //! `cvk-hil`: the local control plane and the scenario runner.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use cvk_hil::LocalControlPlane;
+use cvk_hil::{LocalControlPlane, scenario};
 use tokio::signal::unix::{SignalKind, signal};
 
 /// Hardware-in-the-loop scenario runner and local Kubernetes control plane
@@ -18,9 +19,66 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run scenarios (default: every scenario in scenarios/ against
+    /// simulators on a local control plane).
+    Run(RunArgs),
     /// The local control plane (a real etcd and kube-apiserver on loopback).
     #[command(subcommand)]
     ControlPlane(ControlPlaneCommand),
+    /// Run the controller itself (`cvk-hil controller run ...` is
+    /// `cvk-controller run ...`); the runner starts it this way, as a
+    /// subprocess, so one binary carries both.
+    #[command(disable_help_flag = true)]
+    Controller {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Scenario files or names (default: every file in --scenarios-dir).
+    scenarios: Vec<String>,
+    /// Where the switches come from.
+    #[arg(long, env = "CVK_HIL_TARGET", value_enum, default_value_t = TargetArg::Sim)]
+    target: TargetArg,
+    /// Which cluster: a local control plane, or the one in --kubeconfig.
+    #[arg(long, env = "CVK_HIL_CLUSTER", value_enum, default_value_t = ClusterArg::Local)]
+    cluster: ClusterArg,
+    /// Kubeconfig of an existing cluster (with --cluster kubeconfig;
+    /// default: $KUBECONFIG). The project's CRDs must be installed there.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Lab inventory (with --target hardware).
+    #[arg(long, env = "CVK_HIL_INVENTORY")]
+    inventory: Option<PathBuf>,
+    /// Also run scenarios tagged destructive on hardware.
+    #[arg(long, env = "CVK_HIL_ALLOW_DESTRUCTIVE")]
+    allow_destructive: bool,
+    /// Write a JUnit XML report here.
+    #[arg(long, env = "CVK_HIL_JUNIT")]
+    junit: Option<PathBuf>,
+    /// Scenarios run at once.
+    #[arg(long, env = "CVK_HIL_JOBS", default_value_t = 2)]
+    jobs: usize,
+    /// The scenario directory.
+    #[arg(long, env = "CVK_HIL_SCENARIOS_DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios"))]
+    scenarios_dir: PathBuf,
+    /// Where the logs of failed scenarios are kept.
+    #[arg(long, env = "CVK_HIL_ARTIFACTS", default_value = "target/cvk-hil")]
+    artifacts: PathBuf,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum TargetArg {
+    Sim,
+    Hardware,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum ClusterArg {
+    Local,
+    Kubeconfig,
 }
 
 #[derive(Subcommand, Debug)]
@@ -38,20 +96,149 @@ enum ControlPlaneCommand {
     },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // The controller sets up its own logging and runtime.
+    let cli = Cli::parse();
+    if let Command::Controller { args } = cli.command {
+        return controller(args);
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?
+        .block_on(async_main(cli))
+}
+
+async fn async_main(cli: Cli) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
+    match cli.command {
         Command::ControlPlane(ControlPlaneCommand::Up {
             kubeconfig,
             install_crds,
         }) => control_plane_up(kubeconfig, install_crds).await,
+        Command::Run(args) => {
+            let code = run(args).await?;
+            std::process::exit(code);
+        }
+        Command::Controller { .. } => unreachable!("handled before the runtime starts"),
     }
+}
+
+/// `cvk-hil controller run ...`: the same library entry point as
+/// `cvk-controller run ...`, with the same flags and environment.
+fn controller(args: Vec<String>) -> anyhow::Result<()> {
+    #[derive(Parser)]
+    #[command(name = "cvk-hil controller")]
+    enum ControllerCli {
+        /// Run the controllers.
+        Run(cvk_controller::config::RunArgs),
+    }
+    let ControllerCli::Run(run) =
+        ControllerCli::parse_from(std::iter::once("cvk-hil controller".to_owned()).chain(args));
+    cvk_controller::telemetry::init_logging(run.log_format, &run.log_level)?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?
+        .block_on(cvk_controller::reconcile::run(run))
+        .map_err(anyhow::Error::from)
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<i32> {
+    let paths = if args.scenarios.is_empty() {
+        scenario::discover(&args.scenarios_dir)?
+    } else {
+        args.scenarios
+            .iter()
+            .map(|s| {
+                let p = PathBuf::from(s);
+                if p.exists() {
+                    p
+                } else {
+                    args.scenarios_dir.join(format!("{s}.yaml"))
+                }
+            })
+            .collect()
+    };
+    let scenarios = paths
+        .iter()
+        .map(|p| scenario::load(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    anyhow::ensure!(
+        !scenarios.is_empty(),
+        "no scenarios in {}",
+        args.scenarios_dir.display()
+    );
+
+    let target = match args.target {
+        TargetArg::Sim => scenario::Target::Sim,
+        TargetArg::Hardware => {
+            let path = args
+                .inventory
+                .as_ref()
+                .context("--target hardware needs --inventory FILE")?;
+            let inventory = scenario::Inventory::load(path).map_err(anyhow::Error::msg)?;
+            scenario::Target::Hardware {
+                inventory,
+                allow_destructive: args.allow_destructive,
+            }
+        }
+    };
+    let (_local, kubeconfig) = match args.cluster {
+        ClusterArg::Local => {
+            eprintln!("starting a local control plane (kube-apiserver + etcd)");
+            let cp = LocalControlPlane::start()
+                .await
+                .context("starting the local control plane")?;
+            let client = cp.client().await?;
+            cvk_hil::testing::install_project_crds(&client).await?;
+            let yaml = cp.kubeconfig_yaml().to_owned();
+            (Some(cp), yaml)
+        }
+        ClusterArg::Kubeconfig => {
+            let path = args
+                .kubeconfig
+                .as_ref()
+                .context("--cluster kubeconfig needs --kubeconfig FILE or $KUBECONFIG")?;
+            let yaml = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            (None, yaml)
+        }
+    };
+    let ctx = scenario::RunContext {
+        kubeconfig,
+        target,
+        controller: scenario::ControllerCommand {
+            program: std::env::current_exe().context("finding this executable")?,
+            args: vec!["controller".into()],
+        },
+        artifacts: args.artifacts.clone(),
+        progress: Arc::new(|line| eprintln!("{line}")),
+    };
+    let started = std::time::Instant::now();
+    eprintln!(
+        "running {} scenario(s), {} at a time",
+        scenarios.len(),
+        args.jobs
+    );
+    let results = scenario::run_all(&ctx, &scenarios, args.jobs).await;
+    println!();
+    print!("{}", scenario::report::summary_table(&results));
+    if let Some(path) = &args.junit {
+        let xml = scenario::report::junit_xml("cvk-hil", &results, started.elapsed());
+        std::fs::write(path, xml).with_context(|| format!("writing {}", path.display()))?;
+        println!("JUnit report: {}", path.display());
+    }
+    Ok(if scenario::report::totals(&results).failed == 0 {
+        0
+    } else {
+        1
+    })
 }
 
 async fn control_plane_up(kubeconfig: PathBuf, install_crds: bool) -> anyhow::Result<()> {

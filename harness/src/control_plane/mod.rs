@@ -311,7 +311,8 @@ impl Files {
     }
 }
 
-fn write_private(path: &Path, contents: &str) -> Result<(), ControlPlaneError> {
+/// Writes `contents` to `path`, readable by the owner only.
+pub fn write_private(path: &Path, contents: &str) -> Result<(), ControlPlaneError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()

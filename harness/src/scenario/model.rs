@@ -1,0 +1,439 @@
+//! The scenario file format (YAML). One file, one behaviour; see
+//! `scenarios/README.md` for the reference with examples.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A scenario as written in its file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Scenario {
+    /// Short unique name (`[a-z0-9-]+`); the test name in `cargo test`.
+    pub name: String,
+    /// What behaviour this proves, for people.
+    #[serde(default)]
+    pub description: String,
+    /// `sim-only`, `hardware-safe`, `destructive` (others are free labels).
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Whole-scenario time limit.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// How the controller runs for this scenario.
+    #[serde(default)]
+    pub controller: ControllerSpec,
+    /// The switches the scenario uses.
+    pub devices: Vec<DeviceSpec>,
+    /// Objects to apply, in order, after the devices' CiscoDevices.
+    #[serde(default)]
+    pub resources: Vec<Resource>,
+    /// Faults injected while the scenario runs.
+    #[serde(default)]
+    pub timeline: Vec<TimelineStep>,
+    /// What must be true.
+    pub expect: Vec<Expectation>,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(120)
+}
+
+/// Controller settings for one scenario.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ControllerSpec {
+    /// `--enable-write-class-gnoi`.
+    #[serde(default)]
+    pub write_class: bool,
+    /// `--enable-iosxesoftwareupgrade`.
+    #[serde(default)]
+    pub software_upgrade: bool,
+    /// Extra environment for the controller process (`CISCO_VK_GNOI_DISABLED`).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+/// One switch.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DeviceSpec {
+    /// The CiscoDevice name the scenario uses (templated as
+    /// `{{ devices.<name>.name }}`).
+    pub name: String,
+    /// Simulator profile (`c9300-17.18`); the sim target needs it.
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// Serve (sim) or use (both) TLS.
+    #[serde(default)]
+    pub tls: bool,
+    /// Simulated reboot outage, milliseconds (sim only).
+    #[serde(default)]
+    pub reboot_ms: Option<u64>,
+    /// Faults present from the start (sim only), in the simulator's fault
+    /// format without `device`.
+    #[serde(default)]
+    pub faults: Vec<serde_json::Value>,
+    /// Device state to set before the scenario starts (sim only), in the
+    /// simulator's state-patch format.
+    #[serde(default)]
+    pub state: Option<serde_json::Value>,
+    /// The inventory entry to use on the hardware target (default: `name`).
+    #[serde(default)]
+    pub inventory: Option<String>,
+}
+
+/// An object to apply: inline YAML or a file relative to the scenario.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Resource {
+    /// Inline manifest (one or more YAML documents), templated.
+    #[serde(default)]
+    pub inline: Option<String>,
+    /// A manifest file, relative to the scenario file, templated.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// Apply only after this long (from the scenario's start).
+    #[serde(default, with = "humantime_serde::option")]
+    pub after: Option<Duration>,
+    /// Apply only when an object has reached a phase.
+    #[serde(default)]
+    pub when: Option<PhaseTrigger>,
+}
+
+/// A point in a scenario: an object reached a phase.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PhaseTrigger {
+    /// `Kind/name`, e.g. `IOSXESoftwareUpgrade/up1`.
+    pub object: String,
+    /// The phase.
+    pub phase: String,
+}
+
+/// A fault injection at a point in time.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TimelineStep {
+    /// After this long from the scenario's start.
+    #[serde(default, with = "humantime_serde::option")]
+    pub after: Option<Duration>,
+    /// When an object reaches a phase.
+    #[serde(default)]
+    pub when: Option<PhaseTrigger>,
+    /// Which device.
+    pub device: String,
+    /// The fault, in the simulator's format (sim only).
+    #[serde(default)]
+    pub inject: Option<serde_json::Value>,
+    /// Remove every fault from the device.
+    #[serde(default)]
+    pub clear_faults: bool,
+}
+
+/// Something that must hold.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Expectation {
+    /// `Kind/name` of an applied object; its status is checked.
+    #[serde(default)]
+    pub object: Option<String>,
+    /// The phases it must pass through, in order (others may come between).
+    #[serde(default)]
+    pub phases: Vec<String>,
+    /// Phases it must never show.
+    #[serde(default)]
+    pub never_phases: Vec<String>,
+    /// The phase it must end in (and stay in).
+    #[serde(default)]
+    pub terminal: Option<String>,
+    /// Conditions on the final status.
+    #[serde(default)]
+    pub conditions: Vec<ConditionExpectation>,
+    /// Status fields: a dotted path into `.status` and the text its value
+    /// must contain (`"reason": "ServiceUnsupported"`).
+    #[serde(default)]
+    pub status: BTreeMap<String, String>,
+    /// Events on the object: reason and a text the message contains.
+    #[serde(default)]
+    pub events: Vec<EventExpectation>,
+    /// The object reaches its terminal phase within this long.
+    #[serde(default, with = "humantime_serde::option")]
+    pub within: Option<Duration>,
+    /// Journal counts on a device (sim only).
+    #[serde(default)]
+    pub journal: Option<JournalExpectation>,
+}
+
+/// A condition on the final status.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ConditionExpectation {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub status: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// An Event on an object.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EventExpectation {
+    pub reason: String,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// How many RPCs of a method a device saw.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct JournalExpectation {
+    pub device: String,
+    /// Full method (`/gnoi.os.OS/Activate`) or a part of it (`Activate`).
+    pub method: String,
+    /// Exactly this many.
+    #[serde(default)]
+    pub count: Option<usize>,
+    #[serde(default)]
+    pub min: Option<usize>,
+    #[serde(default)]
+    pub max: Option<usize>,
+}
+
+/// A scenario file that failed to load, with where and what.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}{}: {message}", location.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default())]
+pub struct ScenarioError {
+    pub path: PathBuf,
+    /// Line and column, 1-based, where known.
+    pub location: Option<(usize, usize)>,
+    pub message: String,
+}
+
+/// A scenario and the file it came from.
+#[derive(Debug, Clone)]
+pub struct LoadedScenario {
+    pub path: PathBuf,
+    pub scenario: Scenario,
+}
+
+impl LoadedScenario {
+    pub fn has_tag(&self, tag: &str) -> bool {
+        self.scenario.tags.iter().any(|t| t == tag)
+    }
+}
+
+/// Reads and checks one scenario file.
+pub fn load(path: &Path) -> Result<LoadedScenario, ScenarioError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
+        path: path.to_owned(),
+        location: None,
+        message: format!("cannot read: {e}"),
+    })?;
+    parse(path, &text)
+}
+
+/// Parses and checks scenario text.
+pub fn parse(path: &Path, text: &str) -> Result<LoadedScenario, ScenarioError> {
+    let scenario: Scenario = serde_yaml::from_str(text).map_err(|e| ScenarioError {
+        path: path.to_owned(),
+        location: e.location().map(|l| (l.line(), l.column())),
+        message: e.to_string(),
+    })?;
+    let fail = |message: String| ScenarioError {
+        path: path.to_owned(),
+        location: locate(text, &message),
+        message,
+    };
+    if scenario.name.is_empty()
+        || !scenario
+            .name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        return Err(fail(format!(
+            "name {:?}: use lowercase letters, digits and '-'",
+            scenario.name
+        )));
+    }
+    if scenario.devices.is_empty() {
+        return Err(fail("devices: a scenario needs at least one device".into()));
+    }
+    let device_names: Vec<&str> = scenario.devices.iter().map(|d| d.name.as_str()).collect();
+    for (i, d) in scenario.devices.iter().enumerate() {
+        if device_names[..i].contains(&d.name.as_str()) {
+            return Err(fail(format!("devices: {:?} is listed twice", d.name)));
+        }
+    }
+    let known_device = |name: &str, field: &str| {
+        if device_names.contains(&name) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{field}: device {name:?} is not in devices ({})",
+                device_names.join(", ")
+            ))
+        }
+    };
+    for (i, r) in scenario.resources.iter().enumerate() {
+        if r.inline.is_some() == r.file.is_some() {
+            return Err(fail(format!(
+                "resources[{i}]: give exactly one of inline or file"
+            )));
+        }
+        if r.after.is_some() && r.when.is_some() {
+            return Err(fail(format!(
+                "resources[{i}]: give at most one of after or when"
+            )));
+        }
+        if let Some(w) = &r.when {
+            check_object_ref(&w.object)
+                .map_err(|m| fail(format!("resources[{i}].when.object: {m}")))?;
+        }
+    }
+    for (i, t) in scenario.timeline.iter().enumerate() {
+        if t.after.is_some() == t.when.is_some() {
+            return Err(fail(format!(
+                "timeline[{i}]: give exactly one of after or when"
+            )));
+        }
+        if t.inject.is_some() == t.clear_faults {
+            return Err(fail(format!(
+                "timeline[{i}]: give exactly one of inject or clearFaults"
+            )));
+        }
+        known_device(&t.device, &format!("timeline[{i}].device")).map_err(fail)?;
+        if let Some(w) = &t.when {
+            check_object_ref(&w.object)
+                .map_err(|m| fail(format!("timeline[{i}].when.object: {m}")))?;
+        }
+    }
+    if scenario.expect.is_empty() {
+        return Err(fail(
+            "expect: a scenario needs at least one expectation".into(),
+        ));
+    }
+    for (i, e) in scenario.expect.iter().enumerate() {
+        match (&e.object, &e.journal) {
+            (Some(o), None) => {
+                check_object_ref(o).map_err(|m| fail(format!("expect[{i}].object: {m}")))?
+            }
+            (None, Some(j)) => {
+                known_device(&j.device, &format!("expect[{i}].journal.device")).map_err(fail)?;
+                if j.count.is_none() && j.min.is_none() && j.max.is_none() {
+                    return Err(fail(format!("expect[{i}].journal: give count, min or max")));
+                }
+            }
+            _ => {
+                return Err(fail(format!(
+                    "expect[{i}]: give exactly one of object or journal"
+                )));
+            }
+        }
+    }
+    Ok(LoadedScenario {
+        path: path.to_owned(),
+        scenario,
+    })
+}
+
+fn check_object_ref(r: &str) -> Result<(), String> {
+    match r.split_once('/') {
+        Some((kind, name)) if !kind.is_empty() && !name.is_empty() && !name.contains('/') => Ok(()),
+        _ => Err(format!("{r:?} is not Kind/name")),
+    }
+}
+
+/// The line of the first quoted word of a message, so semantic errors point
+/// into the file too.
+fn locate(text: &str, message: &str) -> Option<(usize, usize)> {
+    let needle = message.split('"').nth(1).filter(|s| !s.is_empty())?;
+    text.lines()
+        .enumerate()
+        .find_map(|(i, line)| line.find(needle).map(|c| (i + 1, c + 1)))
+}
+
+/// Every `*.yaml` scenario directly in `dir`, sorted by file name.
+pub fn discover(dir: &Path) -> Result<Vec<PathBuf>, ScenarioError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| ScenarioError {
+        path: dir.to_owned(),
+        location: None,
+        message: format!("cannot list scenarios: {e}"),
+    })?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .collect();
+    paths.sort();
+    Ok(paths)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name: time-probe
+tags: [hardware-safe]
+timeout: 30s
+devices:
+  - name: sw1
+    profile: c9300-17.18
+resources:
+  - inline: |
+      apiVersion: ops.cisco.vk/v1alpha1
+      kind: DeviceOperation
+      metadata: { name: t1 }
+expect:
+  - object: DeviceOperation/t1
+    terminal: Succeeded
+    within: 20s
+  - journal: { device: sw1, method: Time, count: 1 }
+"#;
+
+    #[test]
+    fn a_good_file_parses_with_defaults() {
+        let s = parse(Path::new("s.yaml"), GOOD).unwrap();
+        assert_eq!(s.scenario.timeout, Duration::from_secs(30));
+        assert!(s.has_tag("hardware-safe"));
+        assert!(!s.scenario.controller.write_class);
+        assert_eq!(s.scenario.expect[0].within, Some(Duration::from_secs(20)));
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_with_path_line_and_name() {
+        let bad = GOOD.replace("    profile: c9300-17.18", "    profle: c9300-17.18");
+        let e = parse(Path::new("scenarios/x.yaml"), &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("scenarios/x.yaml:7:"), "{e}");
+        assert!(e.contains("unknown field `profle`"), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_field_and_point_at_the_line() {
+        let bad = GOOD.replace("device: sw1, method", "device: sw9, method");
+        let e = parse(Path::new("x.yaml"), &bad).unwrap_err();
+        assert!(e.message.contains("expect[1].journal.device"), "{e}");
+        assert!(e.message.contains("\"sw9\""), "{e}");
+        assert_eq!(e.location.map(|l| l.0), Some(18), "{e}");
+
+        let bad = GOOD.replace("count: 1", "");
+        let e = parse(Path::new("x.yaml"), &bad).unwrap_err();
+        assert!(e.message.contains("give count, min or max"), "{e}");
+
+        let bad = GOOD.replace("object: DeviceOperation/t1", "object: t1");
+        let e = parse(Path::new("x.yaml"), &bad).unwrap_err();
+        assert!(e.message.contains("is not Kind/name"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_duration_is_refused() {
+        let bad = GOOD.replace("timeout: 30s", "timeout: thirty");
+        let e = parse(Path::new("x.yaml"), &bad).unwrap_err().to_string();
+        assert!(e.contains("x.yaml:4:"), "{e}");
+    }
+}

@@ -1,0 +1,789 @@
+//! Runs one scenario: devices from the target, a namespace in the cluster,
+//! the controller as a subprocess with the scenario's gates, the resources
+//! applied, faults injected on the timeline, every phase change watched,
+//! then the expectations checked.
+//!
+//! ```text
+//!  prepare devices ─► namespace + Secrets + CiscoDevices ─► controller process
+//!        │                                                       │
+//!        └─ timeline (after / when phase) ─► inject faults       ▼
+//!  apply resources ─► watch objects (every phase, in order) ─► expectations
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Event, Secret};
+use kube::api::{DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::core::GroupVersionKind;
+use kube::discovery::{ApiCapabilities, ApiResource, Discovery, Scope};
+use kube::runtime::watcher;
+use kube::{Api, Client};
+use serde_json::json;
+use tokio::process::{Child, Command};
+
+use super::model::{Expectation, LoadedScenario, PhaseTrigger};
+use super::target::{PreparedDevice, Target, release};
+use super::template::Vars;
+use crate::testing::TestNamespace;
+
+/// Phases after which an object does not change any more.
+pub const TERMINAL_PHASES: &[&str] = &[
+    "Succeeded",
+    "Failed",
+    "PreflightFailed",
+    "ValidationFailed",
+    "RolledBack",
+    "RebootTimeout",
+    "Cancelled",
+    "Rejected",
+];
+
+const FIELD_MANAGER: &str = "cvk-hil";
+
+/// How to start the controller: a program and the arguments before the
+/// scenario's own (`cvk-hil controller` re-executes this binary).
+#[derive(Debug, Clone)]
+pub struct ControllerCommand {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+}
+
+/// Settings shared by every scenario of a run.
+#[derive(Clone)]
+pub struct RunContext {
+    /// Admin kubeconfig of the cluster.
+    pub kubeconfig: String,
+    pub target: Target,
+    pub controller: ControllerCommand,
+    /// Where logs of failed scenarios are kept.
+    pub artifacts: PathBuf,
+    /// Live progress lines.
+    pub progress: Arc<dyn Fn(String) + Send + Sync>,
+}
+
+/// How a scenario ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Passed,
+    Failed(Vec<String>),
+    Skipped(String),
+}
+
+/// The record of one scenario.
+#[derive(Debug, Clone)]
+pub struct ScenarioResult {
+    pub name: String,
+    pub path: PathBuf,
+    pub outcome: Outcome,
+    pub duration: Duration,
+    /// Every phase each watched object showed, in order.
+    pub phases: BTreeMap<String, Vec<String>>,
+    /// Logs kept for a failed scenario.
+    pub logs: Option<PathBuf>,
+}
+
+/// Why a scenario is skipped on this target, if it is.
+pub fn skip_reason(target: &Target, s: &LoadedScenario) -> Option<String> {
+    match target {
+        Target::Sim => None,
+        Target::Hardware {
+            allow_destructive, ..
+        } => {
+            if !s.has_tag("hardware-safe") {
+                Some("not tagged hardware-safe".into())
+            } else if s.has_tag("destructive") && !allow_destructive {
+                Some("destructive: needs --allow-destructive".into())
+            } else {
+                None
+            }
+        }
+    }
+}
+
+/// Runs one scenario to its end.
+pub async fn run(ctx: &RunContext, s: &LoadedScenario) -> ScenarioResult {
+    let started = Instant::now();
+    let name = s.scenario.name.clone();
+    let mut result = ScenarioResult {
+        name: name.clone(),
+        path: s.path.clone(),
+        outcome: Outcome::Passed,
+        duration: Duration::ZERO,
+        phases: BTreeMap::new(),
+        logs: None,
+    };
+    if let Some(reason) = skip_reason(&ctx.target, s) {
+        result.outcome = Outcome::Skipped(reason);
+        return result;
+    }
+    let log_dir = ctx.artifacts.join(&name);
+    let _ = std::fs::remove_dir_all(&log_dir);
+    let outcome = match std::fs::create_dir_all(&log_dir) {
+        Ok(()) => {
+            let budget = s.scenario.timeout;
+            match tokio::time::timeout(budget, run_inner(ctx, s, &log_dir, &mut result)).await {
+                Ok(Ok(failures)) if failures.is_empty() => Outcome::Passed,
+                Ok(Ok(failures)) => Outcome::Failed(failures),
+                Ok(Err(e)) => Outcome::Failed(vec![e]),
+                Err(_) => Outcome::Failed(vec![format!("scenario timeout {budget:?} reached")]),
+            }
+        }
+        Err(e) => Outcome::Failed(vec![format!("creating {}: {e}", log_dir.display())]),
+    };
+    result.duration = started.elapsed();
+    if outcome == Outcome::Passed {
+        let _ = std::fs::remove_dir_all(&log_dir);
+    } else {
+        result.logs = Some(log_dir);
+    }
+    result.outcome = outcome;
+    result
+}
+
+/// Shared between the watchers and the main loop.
+#[derive(Default)]
+struct Observed {
+    phases: HashMap<String, Vec<String>>,
+    latest: HashMap<String, DynamicObject>,
+    reached_at: HashMap<(String, String), Duration>,
+}
+
+async fn run_inner(
+    ctx: &RunContext,
+    s: &LoadedScenario,
+    log_dir: &Path,
+    result: &mut ScenarioResult,
+) -> Result<Vec<String>, String> {
+    let sc = &s.scenario;
+    let say = |line: String| (ctx.progress)(format!("[{}] {line}", sc.name));
+    let client = crate::control_plane::client_from_kubeconfig(&ctx.kubeconfig)
+        .await
+        .map_err(|e| e.to_string())?;
+
+    let devices = ctx.target.prepare(&sc.devices).await?;
+    let ns = TestNamespace::create(&client, &format!("hil-{}", truncate(&sc.name, 40)))
+        .await
+        .map_err(|e| e.to_string())?;
+    say(format!(
+        "namespace {}, {} device(s)",
+        ns.name(),
+        devices.len()
+    ));
+
+    let outcome = async {
+        let mut vars = Vars::default();
+        vars.set("namespace", ns.name());
+        for (k, v) in ctx.target.vars() {
+            vars.set(k, v);
+        }
+        for d in &devices {
+            create_device(&client, ns.name(), d).await?;
+            let p = format!("devices.{}", d.name);
+            vars.set(format!("{p}.name"), d.name.clone());
+            vars.set(format!("{p}.address"), d.address.clone());
+            vars.set(format!("{p}.port"), d.port.to_string());
+            if let Some(v) = &d.version {
+                vars.set(format!("{p}.version"), v.clone());
+            }
+        }
+        let mut controller = start_controller(ctx, s, ns.name(), log_dir).await?;
+        let checked = drive(ctx, s, &client, ns.name(), &devices, &vars, result, &say).await;
+        stop_controller(&mut controller).await;
+        checked
+    }
+    .await;
+
+    ns.delete().await;
+    release(devices).await;
+    outcome
+}
+
+fn truncate(s: &str, n: usize) -> &str {
+    &s[..s.len().min(n)].trim_end_matches('-')
+}
+
+async fn create_device(client: &Client, ns: &str, d: &PreparedDevice) -> Result<(), String> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let mut data = BTreeMap::new();
+    if let Some(u) = &d.username {
+        data.insert("username".to_owned(), u.clone());
+    }
+    if let Some(p) = &d.password {
+        data.insert("password".to_owned(), p.clone());
+    }
+    let cred = format!("{}-credentials", d.name);
+    let secret = json!({ "metadata": { "name": cred }, "stringData": data });
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(secret).map_err(|e| e.to_string())?,
+        )
+        .await
+        .map_err(|e| format!("creating Secret {cred}: {e}"))?;
+    let mut gnoi =
+        json!({ "port": d.port, "transportSecurity": if d.tls { "tls" } else { "insecure" } });
+    if d.tls {
+        let tls_name = format!("{}-gnoi-tls", d.name);
+        let ca = d
+            .ca_pem
+            .clone()
+            .ok_or_else(|| format!("{}: TLS without a CA", d.name))?;
+        let secret = json!({ "metadata": { "name": tls_name }, "stringData": { "ca.crt": ca } });
+        secrets
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(secret).map_err(|e| e.to_string())?,
+            )
+            .await
+            .map_err(|e| format!("creating Secret {tls_name}: {e}"))?;
+        let mut tls = json!({ "secretRef": { "name": tls_name } });
+        if let Some(sn) = &d.server_name {
+            tls["serverName"] = json!(sn);
+        }
+        gnoi["tls"] = tls;
+    }
+    let device = json!({
+        "apiVersion": "cisco.vk/v1alpha1",
+        "kind": "CiscoDevice",
+        "metadata": { "name": d.name },
+        "spec": {
+            "driver": "XE",
+            "address": d.address,
+            "credentialSecretRef": { "name": cred },
+            "gnoi": gnoi,
+        }
+    });
+    let gvk = GroupVersionKind::gvk("cisco.vk", "v1alpha1", "CiscoDevice");
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), ns, &ApiResource::from_gvk(&gvk));
+    let obj: DynamicObject = serde_json::from_value(device).map_err(|e| e.to_string())?;
+    api.create(&PostParams::default(), &obj)
+        .await
+        .map_err(|e| format!("creating CiscoDevice {}: {e}", d.name))?;
+    Ok(())
+}
+
+async fn start_controller(
+    ctx: &RunContext,
+    s: &LoadedScenario,
+    ns: &str,
+    log_dir: &Path,
+) -> Result<Child, String> {
+    let kubeconfig = log_dir.join("kubeconfig");
+    crate::control_plane::write_private(&kubeconfig, &ctx.kubeconfig).map_err(|e| e.to_string())?;
+    let log = std::fs::File::create(log_dir.join("controller.log"))
+        .map_err(|e| format!("controller log: {e}"))?;
+    let err_log = log.try_clone().map_err(|e| e.to_string())?;
+    let c = &s.scenario.controller;
+    let mut cmd = Command::new(&ctx.controller.program);
+    cmd.args(&ctx.controller.args)
+        .arg("run")
+        .env("KUBECONFIG", &kubeconfig)
+        .env("CISCO_VK_DEVICE_NAMESPACE", ns)
+        .env(
+            "CISCO_VK_ENABLE_WRITE_CLASS_GNOI",
+            if c.write_class { "1" } else { "0" },
+        )
+        .env(
+            "CISCO_VK_ENABLE_IOSXE_SOFTWARE_UPGRADE",
+            if c.software_upgrade { "1" } else { "0" },
+        )
+        .env("CISCO_VK_GNOI_INSECURE", "1")
+        .env("CVK_METRICS_BIND_ADDRESS", "127.0.0.1:0")
+        .env("CVK_HEALTH_PROBE_BIND_ADDRESS", "127.0.0.1:0")
+        .env("CVK_LOG_FORMAT", "text")
+        .env("LOG_LEVEL", "info,cvk_controller=debug")
+        .envs(&c.env)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err_log)
+        .kill_on_drop(true);
+    cmd.spawn().map_err(|e| {
+        format!(
+            "starting the controller {}: {e}",
+            ctx.controller.program.display()
+        )
+    })
+}
+
+async fn stop_controller(child: &mut Child) {
+    if let Some(pid) = child.id() {
+        // SIGTERM first: the controller shuts down gracefully.
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status();
+        if tokio::time::timeout(Duration::from_secs(5), child.wait())
+            .await
+            .is_ok()
+        {
+            return;
+        }
+    }
+    let _ = child.kill().await;
+}
+
+/// Resolves `Kind` (and apiVersion where known) to an API resource.
+struct Resolver {
+    discovery: Discovery,
+}
+
+impl Resolver {
+    async fn new(client: &Client) -> Result<Self, String> {
+        let discovery = Discovery::new(client.clone())
+            .filter(&["", "ops.cisco.vk", "cisco.vk"])
+            .run()
+            .await
+            .map_err(|e| format!("API discovery: {e}"))?;
+        Ok(Self { discovery })
+    }
+
+    fn by_kind(&self, kind: &str) -> Result<(ApiResource, ApiCapabilities), String> {
+        self.discovery
+            .groups()
+            .flat_map(|g| g.recommended_resources())
+            .find(|(ar, _)| ar.kind == kind)
+            .ok_or_else(|| format!("the cluster serves no kind {kind:?}"))
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    ctx: &RunContext,
+    s: &LoadedScenario,
+    client: &Client,
+    ns: &str,
+    devices: &[PreparedDevice],
+    vars: &Vars,
+    result: &mut ScenarioResult,
+    say: &(dyn Fn(String) + Sync),
+) -> Result<Vec<String>, String> {
+    let sc = &s.scenario;
+    let resolver = Resolver::new(client).await?;
+    let start = Instant::now();
+    let observed = Arc::new(Mutex::new(Observed::default()));
+
+    // Watch every kind the expectations and triggers name.
+    let mut kinds: Vec<String> = sc
+        .expect
+        .iter()
+        .filter_map(|e| e.object.as_ref())
+        .chain(
+            sc.timeline
+                .iter()
+                .filter_map(|t| t.when.as_ref().map(|w| &w.object)),
+        )
+        .chain(
+            sc.resources
+                .iter()
+                .filter_map(|r| r.when.as_ref().map(|w| &w.object)),
+        )
+        .map(|o| {
+            o.split_once('/')
+                .map(|(k, _)| k.to_owned())
+                .unwrap_or_default()
+        })
+        .collect();
+    kinds.sort();
+    kinds.dedup();
+    let (progress_tx, mut progress_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let mut watchers = Vec::new();
+    for kind in &kinds {
+        let (ar, _) = resolver.by_kind(kind)?;
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
+        let observed = observed.clone();
+        let tx = progress_tx.clone();
+        let kind = kind.clone();
+        watchers.push(tokio::spawn(async move {
+            let mut stream = watcher::watcher(api, watcher::Config::default()).boxed();
+            while let Some(ev) = stream.next().await {
+                let obj = match ev {
+                    Ok(watcher::Event::Apply(o)) | Ok(watcher::Event::InitApply(o)) => o,
+                    _ => continue,
+                };
+                let key = format!("{kind}/{}", obj.metadata.name.clone().unwrap_or_default());
+                let phase = obj.data["status"]["phase"].as_str().map(str::to_owned);
+                let mut o = observed.lock().expect("observed");
+                if let Some(phase) = phase {
+                    let seen = o.phases.entry(key.clone()).or_default();
+                    if seen.last() != Some(&phase) {
+                        let from = seen.last().cloned().unwrap_or_else(|| "-".into());
+                        seen.push(phase.clone());
+                        let t = start.elapsed();
+                        o.reached_at
+                            .entry((key.clone(), phase.clone()))
+                            .or_insert(t);
+                        let _ =
+                            tx.send(format!("{key}: {from} → {phase} ({:.1}s)", t.as_secs_f64()));
+                    }
+                }
+                o.latest.insert(key, obj);
+            }
+        }));
+    }
+    drop(progress_tx);
+
+    let mut pending_resources: Vec<usize> = (0..sc.resources.len()).collect();
+    let mut pending_steps: Vec<usize> = (0..sc.timeline.len()).collect();
+    let reached = |o: &Observed, t: &PhaseTrigger| {
+        o.phases
+            .get(&t.object)
+            .is_some_and(|p| p.contains(&t.phase))
+    };
+    let outcome = loop {
+        while let Ok(line) = progress_rx.try_recv() {
+            say(line);
+        }
+        let elapsed = start.elapsed();
+        // Resources whose time has come.
+        let mut due = Vec::new();
+        {
+            let o = observed.lock().expect("observed");
+            pending_resources.retain(|&i| {
+                let r = &sc.resources[i];
+                let ready = r.after.is_none_or(|a| elapsed >= a)
+                    && r.when.as_ref().is_none_or(|w| reached(&o, w));
+                if ready {
+                    due.push(i);
+                }
+                !ready
+            });
+        }
+        for i in due {
+            apply_resource(client, &resolver, ns, s, i, vars).await?;
+            say(format!("applied resources[{i}]"));
+        }
+        // Timeline steps whose time has come.
+        let mut fire = Vec::new();
+        {
+            let o = observed.lock().expect("observed");
+            pending_steps.retain(|&i| {
+                let t = &sc.timeline[i];
+                let ready = t.after.is_some_and(|a| elapsed >= a)
+                    || t.when.as_ref().is_some_and(|w| reached(&o, w));
+                if ready {
+                    fire.push(i);
+                }
+                !ready
+            });
+        }
+        for i in fire {
+            let step = &sc.timeline[i];
+            let dev = devices
+                .iter()
+                .find(|d| d.name == step.device)
+                .expect("validated device");
+            let Some(sim) = &dev.sim else {
+                say(format!(
+                    "timeline[{i}]: faults need the sim target; skipped"
+                ));
+                continue;
+            };
+            if step.clear_faults {
+                sim.handle.clear_faults();
+                say(format!("timeline[{i}]: cleared faults on {}", dev.name));
+            } else if let Some(f) = &step.inject {
+                sim.inject(f).map_err(|e| format!("timeline[{i}]: {e}"))?;
+                say(format!("timeline[{i}]: injected {f} on {}", dev.name));
+            }
+        }
+        if pending_resources.is_empty()
+            && all_settled(&sc.expect, &observed.lock().expect("observed"))
+        {
+            break Ok(());
+        }
+        if watchers.iter().any(|w| w.is_finished()) {
+            break Err("a watch ended unexpectedly".to_owned());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    while let Ok(line) = progress_rx.try_recv() {
+        say(line);
+    }
+    // Journal counts settle a moment after the last phase change.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for w in &watchers {
+        w.abort();
+    }
+    outcome?;
+
+    let o = observed.lock().expect("observed");
+    result.phases = o
+        .phases
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let events = Api::<Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| format!("listing events: {e}"))?
+        .items;
+    let mut failures = Vec::new();
+    for (i, e) in sc.expect.iter().enumerate() {
+        check(i, e, &o, &events, devices, &ctx.target, &mut failures);
+    }
+    Ok(failures)
+}
+
+fn all_settled(expect: &[Expectation], o: &Observed) -> bool {
+    expect
+        .iter()
+        .filter_map(|e| e.object.as_ref().map(|obj| (obj, e)))
+        .all(|(obj, e)| {
+            let Some(seen) = o.phases.get(obj) else {
+                return false;
+            };
+            let last = seen.last().map(String::as_str).unwrap_or_default();
+            match &e.terminal {
+                Some(t) => last == t || TERMINAL_PHASES.contains(&last),
+                None => {
+                    TERMINAL_PHASES.contains(&last)
+                        || is_subsequence(&e.phases, seen) && !e.phases.is_empty()
+                }
+            }
+        })
+}
+
+async fn apply_resource(
+    client: &Client,
+    resolver: &Resolver,
+    ns: &str,
+    s: &LoadedScenario,
+    i: usize,
+    vars: &Vars,
+) -> Result<(), String> {
+    let r = &s.scenario.resources[i];
+    let text = match (&r.inline, &r.file) {
+        (Some(t), _) => t.clone(),
+        (None, Some(f)) => {
+            let path = s.path.parent().unwrap_or(Path::new(".")).join(f);
+            std::fs::read_to_string(&path)
+                .map_err(|e| format!("resources[{i}].file {}: {e}", path.display()))?
+        }
+        (None, None) => unreachable!("validated: one of inline or file"),
+    };
+    let text = vars
+        .render(&text)
+        .map_err(|e| format!("resources[{i}]: {e}"))?;
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let value: serde_json::Value =
+            serde::Deserialize::deserialize(doc).map_err(|e| format!("resources[{i}]: {e}"))?;
+        if value.is_null() {
+            continue;
+        }
+        let mut obj: DynamicObject =
+            serde_json::from_value(value).map_err(|e| format!("resources[{i}]: {e}"))?;
+        let kind = obj
+            .types
+            .as_ref()
+            .map(|t| t.kind.clone())
+            .unwrap_or_default();
+        let name = obj
+            .metadata
+            .name
+            .clone()
+            .ok_or_else(|| format!("resources[{i}]: a {kind} without metadata.name"))?;
+        let (ar, caps) = resolver
+            .by_kind(&kind)
+            .map_err(|e| format!("resources[{i}]: {e}"))?;
+        let api: Api<DynamicObject> = if caps.scope == Scope::Namespaced {
+            obj.metadata.namespace = Some(ns.to_owned());
+            Api::namespaced_with(client.clone(), ns, &ar)
+        } else {
+            Api::all_with(client.clone(), &ar)
+        };
+        api.patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&obj),
+        )
+        .await
+        .map_err(|e| format!("resources[{i}]: applying {kind}/{name}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn is_subsequence(want: &[String], seen: &[String]) -> bool {
+    let mut it = seen.iter();
+    want.iter().all(|w| it.any(|s| s == w))
+}
+
+fn check(
+    i: usize,
+    e: &Expectation,
+    o: &Observed,
+    events: &[Event],
+    devices: &[PreparedDevice],
+    target: &Target,
+    failures: &mut Vec<String>,
+) {
+    if let Some(j) = &e.journal {
+        let dev = devices
+            .iter()
+            .find(|d| d.name == j.device)
+            .expect("validated device");
+        let Some(sim) = &dev.sim else {
+            // Lab switches keep no journal this runner can read.
+            let _ = target;
+            return;
+        };
+        let n = sim.journal_count(&j.method);
+        let ok = j.count.is_none_or(|c| n == c)
+            && j.min.is_none_or(|m| n >= m)
+            && j.max.is_none_or(|m| n <= m);
+        if !ok {
+            failures.push(format!(
+                "expect[{i}]: {} saw {n} call(s) of {} (want {})",
+                j.device,
+                j.method,
+                describe_bounds(j.count, j.min, j.max)
+            ));
+        }
+        return;
+    }
+    let obj = e.object.as_deref().expect("validated: object or journal");
+    let seen = o.phases.get(obj).cloned().unwrap_or_default();
+    if !is_subsequence(&e.phases, &seen) {
+        failures.push(format!(
+            "expect[{i}]: {obj} phases {seen:?} do not include {:?} in order",
+            e.phases
+        ));
+    }
+    for p in &e.never_phases {
+        if seen.contains(p) {
+            failures.push(format!("expect[{i}]: {obj} showed phase {p} ({seen:?})"));
+        }
+    }
+    if let Some(t) = &e.terminal {
+        if seen.last() != Some(t) {
+            failures.push(format!(
+                "expect[{i}]: {obj} ended in {:?}, want {t} (phases {seen:?})",
+                seen.last()
+            ));
+        }
+        if let (Some(within), Some(at)) = (e.within, o.reached_at.get(&(obj.to_owned(), t.clone())))
+        {
+            if *at > within {
+                failures.push(format!(
+                    "expect[{i}]: {obj} reached {t} after {at:?}, want within {within:?}"
+                ));
+            }
+        }
+    }
+    let Some(latest) = o.latest.get(obj) else {
+        failures.push(format!("expect[{i}]: {obj} was never seen"));
+        return;
+    };
+    let status = &latest.data["status"];
+    for c in &e.conditions {
+        let found = status["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|x| x["type"] == c.type_.as_str()));
+        match found {
+            None => failures.push(format!("expect[{i}]: {obj} has no condition {}", c.type_)),
+            Some(x) => {
+                if x["status"] != c.status.as_str() {
+                    failures.push(format!(
+                        "expect[{i}]: {obj} condition {} is {}, want {}",
+                        c.type_, x["status"], c.status
+                    ));
+                }
+                if let Some(r) = &c.reason {
+                    if x["reason"] != r.as_str() {
+                        failures.push(format!(
+                            "expect[{i}]: {obj} condition {} reason {}, want {r}",
+                            c.type_, x["reason"]
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    for (path, want) in &e.status {
+        let mut v = status;
+        for part in path.split('.') {
+            v = match part.parse::<usize>() {
+                Ok(n) => &v[n],
+                Err(_) => &v[part],
+            };
+        }
+        let text = match v {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Null => {
+                failures.push(format!("expect[{i}]: {obj} has no status.{path}"));
+                continue;
+            }
+            other => other.to_string(),
+        };
+        if !text.contains(want.as_str()) {
+            failures.push(format!(
+                "expect[{i}]: {obj} status.{path} is {text:?}, want it to contain {want:?}"
+            ));
+        }
+    }
+    let name = obj.split_once('/').map(|(_, n)| n).unwrap_or_default();
+    for ev in &e.events {
+        let hit = events.iter().any(|x| {
+            x.involved_object.name.as_deref() == Some(name)
+                && x.reason.as_deref() == Some(ev.reason.as_str())
+                && ev.message.as_ref().is_none_or(|m| {
+                    x.message
+                        .as_deref()
+                        .unwrap_or_default()
+                        .contains(m.as_str())
+                })
+        });
+        if !hit {
+            failures.push(format!(
+                "expect[{i}]: no Event {}{} on {obj}",
+                ev.reason,
+                ev.message
+                    .as_ref()
+                    .map(|m| format!(" containing {m:?}"))
+                    .unwrap_or_default()
+            ));
+        }
+    }
+}
+
+fn describe_bounds(count: Option<usize>, min: Option<usize>, max: Option<usize>) -> String {
+    let mut parts = Vec::new();
+    if let Some(c) = count {
+        parts.push(format!("exactly {c}"));
+    }
+    if let Some(m) = min {
+        parts.push(format!("at least {m}"));
+    }
+    if let Some(m) = max {
+        parts.push(format!("at most {m}"));
+    }
+    parts.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subsequence_allows_gaps_but_keeps_order() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert!(is_subsequence(
+            &s(&["Pending", "Succeeded"]),
+            &s(&["Pending", "Running", "Succeeded"])
+        ));
+        assert!(!is_subsequence(
+            &s(&["Succeeded", "Pending"]),
+            &s(&["Pending", "Running", "Succeeded"])
+        ));
+        assert!(!is_subsequence(
+            &s(&["Failed"]),
+            &s(&["Pending", "Succeeded"])
+        ));
+        assert!(is_subsequence(&[], &s(&["Pending"])));
+    }
+}
