@@ -204,7 +204,7 @@ async fn run_inner(
 }
 
 fn truncate(s: &str, n: usize) -> &str {
-    &s[..s.len().min(n)].trim_end_matches('-')
+    s[..s.len().min(n)].trim_end_matches('-')
 }
 
 async fn create_device(client: &Client, ns: &str, d: &PreparedDevice) -> Result<(), String> {
@@ -512,20 +512,20 @@ async fn drive(
     }
     outcome?;
 
+    let events = Api::<Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| format!("listing events: {e}"))?
+        .items;
     let o = observed.lock().expect("observed");
     result.phases = o
         .phases
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let events = Api::<Event>::namespaced(client.clone(), ns)
-        .list(&ListParams::default())
-        .await
-        .map_err(|e| format!("listing events: {e}"))?
-        .items;
     let mut failures = Vec::new();
     for (i, e) in sc.expect.iter().enumerate() {
-        check(i, e, &o, &events, devices, &ctx.target, &mut failures);
+        check(i, e, &o, &events, devices, &mut failures);
     }
     Ok(failures)
 }
@@ -619,7 +619,6 @@ fn check(
     o: &Observed,
     events: &[Event],
     devices: &[PreparedDevice],
-    target: &Target,
     failures: &mut Vec<String>,
 ) {
     if let Some(j) = &e.journal {
@@ -629,7 +628,6 @@ fn check(
             .expect("validated device");
         let Some(sim) = &dev.sim else {
             // Lab switches keep no journal this runner can read.
-            let _ = target;
             return;
         };
         let n = sim.journal_count(&j.method);
@@ -667,12 +665,11 @@ fn check(
             ));
         }
         if let (Some(within), Some(at)) = (e.within, o.reached_at.get(&(obj.to_owned(), t.clone())))
+            && *at > within
         {
-            if *at > within {
-                failures.push(format!(
-                    "expect[{i}]: {obj} reached {t} after {at:?}, want within {within:?}"
-                ));
-            }
+            failures.push(format!(
+                "expect[{i}]: {obj} reached {t} after {at:?}, want within {within:?}"
+            ));
         }
     }
     let Some(latest) = o.latest.get(obj) else {
@@ -693,13 +690,13 @@ fn check(
                         c.type_, x["status"], c.status
                     ));
                 }
-                if let Some(r) = &c.reason {
-                    if x["reason"] != r.as_str() {
-                        failures.push(format!(
-                            "expect[{i}]: {obj} condition {} reason {}, want {r}",
-                            c.type_, x["reason"]
-                        ));
-                    }
+                if let Some(r) = &c.reason
+                    && x["reason"] != r.as_str()
+                {
+                    failures.push(format!(
+                        "expect[{i}]: {obj} condition {} reason {}, want {r}",
+                        c.type_, x["reason"]
+                    ));
                 }
             }
         }
