@@ -192,7 +192,7 @@ async fn run_inner(
             }
         }
         let mut controller = start_controller(ctx, s, ns.name(), log_dir).await?;
-        let checked = drive(ctx, s, &client, ns.name(), &devices, &vars, result, &say).await;
+        let checked = drive(s, &client, ns.name(), &devices, &vars, result, &say).await;
         stop_controller(&mut controller).await;
         checked
     }
@@ -354,7 +354,6 @@ impl Resolver {
 
 #[allow(clippy::too_many_arguments)]
 async fn drive(
-    ctx: &RunContext,
     s: &LoadedScenario,
     client: &Client,
     ns: &str,
