@@ -112,7 +112,11 @@ fn main() -> anyhow::Result<()> {
 async fn async_main(cli: Cli) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                // The readiness poll expects refused connections and 500s while
+                // the API server starts; kube logs each as an error.
+                "info,kube_client::client::builder=off".into()
+            }),
         )
         .with_writer(std::io::stderr)
         .init();
