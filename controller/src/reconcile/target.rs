@@ -443,19 +443,20 @@ mod tests {
                 transport_security: ts,
                 tls: None,
             });
-            s.tls = tls_enabled.then(|| DeviceTls {
+            s.tls = tls_enabled.then_some(DeviceTls {
                 enabled: true,
                 insecure_skip_verify: false,
             });
             s
         };
         // (spec, settings, transport or error reason, port)
-        let cases: Vec<(
+        type Case<'a> = (
             CiscoDeviceSpec,
-            &GnoiSettings,
-            Result<Transport, &str>,
+            &'a GnoiSettings,
+            Result<Transport, &'a str>,
             Option<u16>,
-        )> = vec![
+        );
+        let cases: Vec<Case> = vec![
             (
                 with(TransportSecurity::Auto, None, false),
                 &secure,

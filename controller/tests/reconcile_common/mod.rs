@@ -1,0 +1,248 @@
+//! Shared fixtures of the reconciler tests: a namespace on the real local
+//! control plane, simulated devices on loopback, the controllers running
+//! in-process, and bounded waits.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use cvk_controller::crd::{CiscoDevice, DeviceOperation};
+use cvk_controller::reconcile::{ControllerSettings, run_controllers};
+use cvk_hil::testing::{TestNamespace, install_project_crds, shared_control_plane};
+use iosxe_sim::{Fleet, FleetConfig, FleetHandle, Profile};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{ListParams, PostParams};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+/// User name every simulated device expects.
+pub const USER: &str = "cvk";
+/// Password every simulated device expects.
+pub const PASSWORD: &str = "sim-secret-pw";
+
+/// A fresh client, the CRDs installed, and a namespace of its own.
+pub async fn setup(prefix: &str) -> (Client, TestNamespace) {
+    let client = shared_control_plane().client().await.expect("client");
+    install_project_crds(&client).await.expect("CRDs");
+    let ns = TestNamespace::create(&client, prefix)
+        .await
+        .expect("namespace");
+    (client, ns)
+}
+
+/// The controllers, running until dropped.
+pub struct Controllers {
+    token: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Controllers {
+    /// Starts `run_controllers` on this test's runtime.
+    pub fn start(client: &Client, settings: ControllerSettings) -> Self {
+        let token = CancellationToken::new();
+        let task = tokio::spawn(run_controllers(client.clone(), settings, token.clone()));
+        Self {
+            token,
+            task: Some(task),
+        }
+    }
+
+    /// Stops them and waits (bounded) for the reconciles in flight.
+    pub async fn stop(mut self) {
+        self.token.cancel();
+        if let Some(t) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(30), t)
+                .await
+                .expect("controllers stop within 30s")
+                .expect("controller task");
+        }
+    }
+}
+
+impl Drop for Controllers {
+    fn drop(&mut self) {
+        self.token.cancel();
+    }
+}
+
+/// Settings for tests: the namespace, the insecure listener allowed,
+/// short deadlines.
+pub fn settings(ns: &str) -> ControllerSettings {
+    let mut s = ControllerSettings::for_namespace(ns);
+    s.gnoi.insecure = true;
+    s.gnoi.timeouts.control = Duration::from_secs(10);
+    s.gnoi.timeouts.connect = Duration::from_secs(2);
+    s.gnoi.timeouts.stream_idle = Duration::from_secs(10);
+    s.probe_interval = Duration::from_secs(600);
+    s
+}
+
+/// `n` simulated devices of `profile` on loopback (plaintext), with
+/// credentials.
+pub async fn fleet(profile: &str, n: usize) -> FleetHandle {
+    let cfg = FleetConfig::new(n, Profile::builtin(profile).expect("profile"))
+        .credentials(USER, PASSWORD);
+    Fleet::start(cfg).await.expect("simulator")
+}
+
+/// Creates the credential Secret `<device>-credentials`.
+pub async fn credentials_secret(client: &Client, ns: &str, device: &str) {
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": { "name": format!("{device}-credentials") },
+        "stringData": { "username": USER, "password": PASSWORD },
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("credential Secret");
+}
+
+/// Creates a CiscoDevice on the insecure listener at 127.0.0.1:`port`, with
+/// its credential Secret.
+pub async fn device(client: &Client, ns: &str, name: &str, port: u16) -> CiscoDevice {
+    credentials_secret(client, ns, name).await;
+    create(
+        client,
+        ns,
+        json!({
+            "apiVersion": "cisco.vk/v1alpha1", "kind": "CiscoDevice",
+            "metadata": { "name": name },
+            "spec": {
+                "driver": "XE", "address": "127.0.0.1",
+                "credentialSecretRef": { "name": format!("{name}-credentials") },
+                "gnoi": { "port": port, "transportSecurity": "insecure" },
+            },
+        }),
+    )
+    .await
+}
+
+/// Creates an object from JSON.
+pub async fn create<K>(client: &Client, ns: &str, value: serde_json::Value) -> K
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let obj: K = serde_json::from_value(value).expect("object JSON");
+    Api::<K>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &obj)
+        .await
+        .unwrap_or_else(|e| panic!("creating {}: {e}", K::kind(&())))
+}
+
+/// Creates a DeviceOperation of `kind` on `device` with `gnoi` arguments.
+pub async fn operation(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    device: &str,
+    kind: &str,
+    gnoi: serde_json::Value,
+) -> DeviceOperation {
+    let mut op = json!({
+        "apiVersion": "ops.cisco.vk/v1alpha1", "kind": "DeviceOperation",
+        "metadata": { "name": name },
+        "spec": { "deviceRef": { "name": device }, "operation": { "kind": kind } },
+    });
+    if !gnoi.is_null() {
+        op["spec"]["operation"]["gnoi"] = gnoi;
+    }
+    create(client, ns, op).await
+}
+
+/// Polls `name` until `done` holds, at most `timeout`; panics with the last
+/// state otherwise.
+pub async fn wait_for<K, F>(api: &Api<K>, name: &str, timeout: Duration, mut done: F) -> K
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+    F: FnMut(&K) -> bool,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = None;
+    loop {
+        if let Ok(Some(obj)) = api.get_opt(name).await {
+            if done(&obj) {
+                return obj;
+            }
+            last = Some(obj);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("{name}: condition not met within {timeout:?}; last state: {last:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until `name` is gone.
+pub async fn wait_gone<K>(api: &Api<K>, name: &str, timeout: Duration)
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    while api.get_opt(name).await.expect("get").is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} still exists after {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the device is Ready.
+pub async fn device_ready(client: &Client, ns: &str, name: &str) -> CiscoDevice {
+    let api: Api<CiscoDevice> = Api::namespaced(client.clone(), ns);
+    wait_for(&api, name, Duration::from_secs(30), |d| {
+        d.status.as_ref().and_then(|s| s.phase)
+            == Some(cvk_controller::crd::device::DevicePhase::Ready)
+    })
+    .await
+}
+
+/// Waits until the operation is terminal for its generation.
+pub async fn finished(client: &Client, ns: &str, name: &str) -> DeviceOperation {
+    let api: Api<DeviceOperation> = Api::namespaced(client.clone(), ns);
+    wait_for(&api, name, Duration::from_secs(40), |o| {
+        o.status.as_ref().is_some_and(|s| {
+            s.phase.is_some_and(|p| p.is_terminal())
+                && s.observed_generation == o.metadata.generation
+        })
+    })
+    .await
+}
+
+/// The Ready condition's reason.
+pub fn ready_reason(conds: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> String {
+    conds
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.reason.clone())
+        .unwrap_or_default()
+}
+
+/// Events (events.k8s.io/v1) about the object named `name`.
+pub async fn events_for(client: &Client, ns: &str, name: &str) -> Vec<Event> {
+    Api::<Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .collect()
+}
+
+/// Journal entries of `dev` whose method starts with `prefix`
+/// (`/gnoi.system.System/` for a whole service).
+pub fn calls(dev: &iosxe_sim::DeviceHandle, prefix: &str) -> Vec<iosxe_sim::JournalEntry> {
+    dev.journal()
+        .into_iter()
+        .filter(|e| e.method.starts_with(prefix))
+        .collect()
+}
