@@ -299,6 +299,22 @@ pub(crate) fn from_status(
                 retry_after: None,
             };
         }
+        if chain_find::<tonic::TimeoutExpired>(src).is_some() {
+            return ClientError::DeadlineExceeded {
+                rpc,
+                after: deadline,
+            };
+        }
+    }
+    // tonic enforces the request's grpc-timeout locally and reports it as
+    // CANCELLED "Timeout expired"; it races the client's own deadline, and
+    // both mean the same thing.
+    if status.code() == Code::Cancelled && status.message() == tonic::TimeoutExpired(()).to_string()
+    {
+        return ClientError::DeadlineExceeded {
+            rpc,
+            after: deadline,
+        };
     }
     match status.code() {
         Code::Unimplemented => ClientError::ServiceUnsupported {
@@ -423,5 +439,26 @@ mod tests {
             e.to_string(),
             "gnoi.file.File/Stat failed with NotFound: flash:x"
         );
+        // tonic's local grpc-timeout enforcement is a deadline, not a break.
+        let e = from_status(
+            GnoiService::System,
+            "Time",
+            "gnoi.system.System/Time",
+            d,
+            &tonic::Status::cancelled("Timeout expired"),
+        );
+        assert!(
+            matches!(e, ClientError::DeadlineExceeded { rpc: "gnoi.system.System/Time", after } if after == d),
+            "{e}"
+        );
+        // A server-side cancellation with another message stays an RPC error.
+        let e = from_status(
+            GnoiService::System,
+            "Time",
+            "gnoi.system.System/Time",
+            d,
+            &tonic::Status::cancelled("operator abort"),
+        );
+        assert_eq!(e.category(), "cancelled");
     }
 }
