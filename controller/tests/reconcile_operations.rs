@@ -443,6 +443,49 @@ async fn a_large_file_get_spills_to_an_owned_config_map() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_get_output_is_redacted() {
+    let (client, ns) = setup("ops-redact").await;
+    let fleet = fleet("c9300-17.18", 1).await;
+    let sim = fleet.device("sim-0").unwrap();
+    let port = sim.addr().port();
+    let config = "hostname sw\nenable secret 9 $9$hashhash\nusername cvk privilege 15 password 0 topsecret\nsnmp-server community public-ro RO\nend\n";
+    put_file(port, "flash:/cvk/running.cfg", Bytes::from(config)).await;
+    let ctl = Controllers::start(&client, settings(ns.name()));
+    device(&client, ns.name(), "sw", port).await;
+    operation(
+        &client,
+        ns.name(),
+        "cfg",
+        "sw",
+        "GNOIFileGet",
+        json!({"file": {"path": "flash:/cvk/running.cfg"}}),
+    )
+    .await;
+    let op = finished(&client, ns.name(), "cfg").await;
+    assert_eq!(
+        phase(&op),
+        Some(OperationPhase::Succeeded),
+        "{:#?}",
+        op.status
+    );
+    let s = op.status.clone().unwrap();
+    assert!(s.outputs[0].redacted);
+    assert!(s.message.unwrap().contains("secrets redacted"));
+    let out = output_json(&op);
+    assert_eq!(out["redacted"], true);
+    assert_eq!(
+        out["content"],
+        "hostname sw\nenable secret 9 <redacted>\nusername cvk privilege 15 password 0 <redacted>\nsnmp-server community <redacted> RO\nend\n"
+    );
+    let raw = serde_json::to_string(&s.outputs).unwrap();
+    for secret in ["hashhash", "topsecret", "public-ro"] {
+        assert!(!raw.contains(secret), "{secret} leaked: {raw}");
+    }
+    ctl.stop().await;
+    ns.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finished_operations_expire_after_their_ttl() {
     let (client, ns) = setup("ops-ttl").await;
     let fleet = fleet("c9300-17.18", 1).await;

@@ -26,6 +26,7 @@ pub mod conditions;
 pub mod device;
 pub mod gate;
 pub mod operation;
+pub mod redact;
 pub mod target;
 
 use std::collections::HashMap;

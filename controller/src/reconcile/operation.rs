@@ -17,6 +17,8 @@
 //! * **Results.** Each kind yields one `outputs[]` entry whose `command` is
 //!   the kind and whose `output` is indented JSON of the client's result
 //!   struct, plus a one-line `message` ("3 ping replies received").
+//! * **Redacted.** GNOIFileGet text passes the secret filter of
+//!   [`super::redact`] before anything is stored (`redacted: true`).
 //! * **Bounded.** An output up to [`OutputLimits::inline_bytes`] stays
 //!   inline; a larger one is written whole to the ConfigMap
 //!   `<name>-output` (key `output`, controller owner reference to the
@@ -260,11 +262,17 @@ pub struct Rendered {
     pub output: String,
     /// Summary for status.message.
     pub message: String,
+    /// Secrets were removed from the output.
+    pub redacted: bool,
 }
 
 fn render<T: Serialize>(value: &T, message: String) -> Result<Rendered, OperationFailure> {
     serde_json::to_string_pretty(value)
-        .map(|output| Rendered { output, message })
+        .map(|output| Rendered {
+            output,
+            message,
+            redacted: false,
+        })
         .map_err(|e| OperationFailure::Render(e.to_string()))
 }
 
@@ -314,6 +322,8 @@ struct FileGetOutput<'a> {
     hash_algorithm: Option<&'a str>,
     hash_verified: bool,
     encoding: &'static str,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    redacted: bool,
     content: String,
 }
 
@@ -427,6 +437,11 @@ pub async fn execute(
             let max = requested.min(limits.max_artifact_bytes as u64);
             let c = client.file_get(&a.path, max).await?;
             let (encoding, content) = content_text(&c.content);
+            let (content, redacted) = if encoding == "utf-8" {
+                super::redact::redact(&content)
+            } else {
+                (content, false)
+            };
             let out = FileGetOutput {
                 path: &c.path,
                 bytes_read: c.bytes_read,
@@ -435,13 +450,19 @@ pub async fn execute(
                 hash_algorithm: c.hash.as_ref().map(|h| h.method.as_str()),
                 hash_verified: c.hash_verified,
                 encoding,
+                redacted,
                 content,
             };
             let mut message = format!("read {} bytes of {}", c.bytes_read, c.path);
             if c.truncated {
                 message.push_str(&format!(" (stopped at maxBytes {max})"));
             }
-            render(&out, message)
+            if redacted {
+                message.push_str("; secrets redacted");
+            }
+            let mut r = render(&out, message)?;
+            r.redacted = redacted;
+            Ok(r)
         }
         OperationKind::FileStat => {
             let a = gnoi.file.ok_or_else(|| args_missing(op.kind, "file"))?;
@@ -634,7 +655,7 @@ pub fn finished_status(
                 output: Some(ok.inline.clone()),
                 err: None,
                 truncated: ok.truncated,
-                redacted: false,
+                redacted: ok.rendered.redacted,
             }];
             s.artifact_uris = ok.artifact_uri.iter().cloned().collect();
             set_ready(
@@ -1044,6 +1065,7 @@ mod tests {
             rendered: Rendered {
                 output: "{}".into(),
                 message: "reboot inactive".into(),
+                redacted: false,
             },
             inline: "{}".into(),
             truncated: false,
