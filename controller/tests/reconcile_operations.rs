@@ -792,3 +792,85 @@ async fn mutual_tls_from_secrets() {
     ctl.stop().await;
     ns.delete().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operations_wait_for_their_device_and_unreachable_devices_say_so() {
+    let (client, ns) = setup("ops-wait").await;
+    let fleet = fleet("c9300-26.01", 1).await;
+    let sim = fleet.device("sim-0").unwrap();
+    let ctl = Controllers::start(&client, settings(ns.name()));
+
+    // No device yet: the operation waits, Pending, and says why once.
+    operation(
+        &client,
+        ns.name(),
+        "early",
+        "late",
+        "GNOIOSVerify",
+        Value::Null,
+    )
+    .await;
+    let ops: Api<DeviceOperation> = Api::namespaced(client.clone(), ns.name());
+    let op = wait_for(&ops, "early", Duration::from_secs(20), |o| {
+        o.status.as_ref().and_then(|s| s.phase) == Some(OperationPhase::Pending)
+    })
+    .await;
+    let s = op.status.unwrap();
+    assert_eq!(ready_reason(&s.conditions), "NoTransport");
+    assert!(s.message.unwrap().contains("\"late\" does not exist"));
+    let created = std::time::Instant::now();
+    device(&client, ns.name(), "late", sim.addr().port()).await;
+    let op = finished(&client, ns.name(), "early").await;
+    assert_eq!(
+        phase(&op),
+        Some(OperationPhase::Succeeded),
+        "{:#?}",
+        op.status
+    );
+    // Woken by the device's creation, not by the 10 s retry.
+    assert!(
+        created.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        created.elapsed()
+    );
+    let waits = events_for(&client, ns.name(), "early")
+        .await
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("NoTransport"))
+        .count();
+    assert_eq!(waits, 1, "the wait is announced once");
+
+    // Nothing listens on this port: the device is Unreachable and an
+    // operation on it fails with the reason.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    device(&client, ns.name(), "gone", closed).await;
+    let devices: Api<CiscoDevice> = Api::namespaced(client.clone(), ns.name());
+    let d = wait_for(&devices, "gone", Duration::from_secs(30), |d| {
+        d.status.is_some()
+    })
+    .await;
+    let st = d.status.unwrap();
+    assert_eq!(st.phase, Some(DevicePhase::Unreachable), "{st:#?}");
+    assert_eq!(st.reachable, Some(false));
+    assert_eq!(st.last_seen, None);
+    assert_eq!(ready_reason(&st.conditions), "Unavailable");
+    operation(
+        &client,
+        ns.name(),
+        "doomed",
+        "gone",
+        "GNOITime",
+        Value::Null,
+    )
+    .await;
+    let op = finished(&client, ns.name(), "doomed").await;
+    assert_eq!(phase(&op), Some(OperationPhase::Failed));
+    assert_eq!(ready_reason(&op.status.unwrap().conditions), "Unavailable");
+
+    ctl.stop().await;
+    ns.delete().await;
+}

@@ -39,6 +39,7 @@ use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use prometheus_client::registry::Registry;
@@ -329,8 +330,7 @@ fn error_policy<K: Resource<DynamicType = ()>>(
 }
 
 async fn drive<K, F, Fut>(
-    api: Api<K>,
-    config: watcher::Config,
+    controller: Controller<K>,
     reconcile: F,
     ctx: Arc<Context>,
     shutdown: CancellationToken,
@@ -347,7 +347,7 @@ async fn drive<K, F, Fut>(
 {
     let kind = K::kind(&()).into_owned();
     tracing::info!(%kind, "controller started");
-    Controller::new(api, config)
+    controller
         .graceful_shutdown_on(async move { shutdown.cancelled_owned().await })
         .run(reconcile, error_policy::<K>, ctx)
         .for_each(|res| {
@@ -373,15 +373,40 @@ pub async fn run_with_context(ctx: Arc<Context>, shutdown: CancellationToken) {
         device_cfg = device_cfg.fields(&format!("metadata.name={d}"));
     }
     let devices = drive(
-        api_for::<CiscoDevice>(&client, &scope),
-        device_cfg,
+        Controller::new(api_for::<CiscoDevice>(&client, &scope), device_cfg.clone()),
         device::reconcile,
         ctx.clone(),
         shutdown.clone(),
     );
-    let operations = drive(
+    // Operations also wake up when their device changes, so one waiting
+    // for a device that did not exist yet starts as soon as it does.
+    let op_controller = Controller::new(
         api_for::<DeviceOperation>(&client, &scope),
         watcher::Config::default(),
+    );
+    let op_store = op_controller.store();
+    let op_controller = op_controller.watches(
+        api_for::<CiscoDevice>(&client, &scope),
+        device_cfg.clone(),
+        move |dev: CiscoDevice| {
+            let (ns, name) = (dev.namespace(), dev.name_any());
+            op_store
+                .state()
+                .into_iter()
+                .filter(|op| op.namespace() == ns && op.spec.device_ref.name == name)
+                // Finished ones stay finished: no need to wake them.
+                .filter(|op| {
+                    !op.status.as_ref().is_some_and(|st| {
+                        st.phase.is_some_and(|p| p.is_terminal())
+                            && st.observed_generation == op.metadata.generation
+                    })
+                })
+                .map(|op| ObjectRef::from_obj(op.as_ref()))
+                .collect::<Vec<_>>()
+        },
+    );
+    let operations = drive(
+        op_controller,
         operation::reconcile,
         ctx.clone(),
         shutdown.clone(),
@@ -390,8 +415,10 @@ pub async fn run_with_context(ctx: Arc<Context>, shutdown: CancellationToken) {
     let actions = async {
         if !gates.is_enabled(Gate::WriteClass) {
             drive(
-                api_for::<IOSXEOperationalAction>(&client, &scope),
-                watcher::Config::default(),
+                Controller::new(
+                    api_for::<IOSXEOperationalAction>(&client, &scope),
+                    watcher::Config::default(),
+                ),
                 gate::reconcile::<IOSXEOperationalAction>,
                 ctx.clone(),
                 shutdown.clone(),
@@ -402,8 +429,10 @@ pub async fn run_with_context(ctx: Arc<Context>, shutdown: CancellationToken) {
     let upgrades = async {
         if !gates.is_enabled(Gate::SoftwareUpgrade) {
             drive(
-                api_for::<IOSXESoftwareUpgrade>(&client, &scope),
-                watcher::Config::default(),
+                Controller::new(
+                    api_for::<IOSXESoftwareUpgrade>(&client, &scope),
+                    watcher::Config::default(),
+                ),
                 gate::reconcile::<IOSXESoftwareUpgrade>,
                 ctx.clone(),
                 shutdown.clone(),
