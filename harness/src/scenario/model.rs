@@ -419,7 +419,7 @@ expect:
         let e = parse(Path::new("x.yaml"), &bad).unwrap_err();
         assert!(e.message.contains("expect[1].journal.device"), "{e}");
         assert!(e.message.contains("\"sw9\""), "{e}");
-        assert_eq!(e.location.map(|l| l.0), Some(18), "{e}");
+        assert_eq!(e.location.map(|l| l.0), Some(17), "{e}");
 
         let bad = GOOD.replace("count: 1", "");
         let e = parse(Path::new("x.yaml"), &bad).unwrap_err();
