@@ -5,6 +5,7 @@ pub mod client;
 pub mod config;
 pub mod crd;
 pub mod lease;
+pub mod pause;
 pub mod reconcile;
 pub mod telemetry;
 pub mod version;
