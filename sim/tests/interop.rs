@@ -92,7 +92,11 @@ async fn run(program: &Path, args: &[String], stdin: Option<String>) -> Out {
 
 async fn run_cmd(mut cmd: tokio::process::Command, args: &[String], stdin: Option<String>) -> Out {
     use tokio::io::AsyncWriteExt;
+    // Tools write logs into their working directory (pygnmicli:
+    // `log/execution.log`): give each run a scratch one.
+    let cwd = tempfile::tempdir().unwrap();
     cmd.args(args)
+        .current_dir(cwd.path())
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
@@ -500,6 +504,8 @@ async fn gnoi_call_lists_services_and_reads_time_verify_ping_over_reflection() {
         "gnoi.file.File",
         "gnoi.os.OS",
         "gnoi.system.System",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
     ] {
         assert!(out.stdout.lines().any(|l| l == svc), "{svc}: {out:?}");
     }
@@ -788,52 +794,110 @@ async fn release_17_14_answers_unimplemented_to_the_tools() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cert_install_rotate_and_generate_csr_answer_unimplemented_with_a_reason() {
+async fn cert_install_and_rotate_streams_through_gnoi_call() {
     let tool = need!(GNOI_CALL);
     let f = start("c9300-17.18", false, 300).await;
     let d = f.nth(0).unwrap();
-    for (method, req, what) in [
-        (
-            "/gnoi.certificate.CertificateManagement/Install",
-            r#"{"generate_csr": {"csr_params": {"type": "CT_X509", "min_key_size": 2048, "key_type": "KT_RSA", "common_name": "sim"}, "certificate_id": "gnxi-cert"}}"#,
-            "Install",
-        ),
-        (
-            "/gnoi.certificate.CertificateManagement/Rotate",
-            r#"{"generate_csr": {"csr_params": {"type": "CT_X509", "min_key_size": 2048, "key_type": "KT_RSA", "common_name": "sim"}, "certificate_id": "gnxi-cert"}}"#,
-            "Rotate",
-        ),
-        (
-            "/gnoi.certificate.CertificateManagement/GenerateCSR",
-            r#"{"csr_params": {"type": "CT_X509", "min_key_size": 2048, "key_type": "KT_RSA", "common_name": "sim"}, "certificate_id": "gnxi-cert"}"#,
-            "GenerateCSR",
-        ),
-    ] {
-        let out = call(&tool, &d, method, &[req]).await;
-        assert_eq!(out.code, Some(3), "{method}: {out:?}");
-        assert!(
-            out.stderr.contains(&format!(
-                "ERROR UNIMPLEMENTED: {what} is not implemented by the simulator"
-            )),
-            "{method}: {out:?}"
-        );
-    }
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let ids = |got: &[Value]| -> Vec<String> {
+        got[0]["certificate_info"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c["certificate_id"].as_str().map(String::from))
+            .collect()
+    };
+    let csr_params = r#"{"type": "CT_X509", "min_key_size": 2048, "key_type": "KT_RSA", "common_name": "sim-0", "ip_address": "192.0.2.10"}"#;
+
+    // generate_csr, then the client closes: a CSR comes back, nothing is installed.
+    let req = format!(
+        r#"{{"generate_csr": {{"csr_params": {csr_params}, "certificate_id": "gnxi-cert"}}}}"#
+    );
     let got = call_ok(
+        &tool,
+        &d,
+        "/gnoi.certificate.CertificateManagement/Install",
+        &[&req],
+    )
+    .await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    let csr = &got[0]["generated_csr"]["csr"];
+    assert_eq!(csr["type"], "CT_X509", "{got:?}");
+    let pem = String::from_utf8(b64.decode(csr["csr"].as_str().unwrap()).unwrap()).unwrap();
+    assert!(
+        pem.starts_with("-----BEGIN CERTIFICATE REQUEST-----"),
+        "{pem}"
+    );
+    let before = call_ok(
         &tool,
         &d,
         "/gnoi.certificate.CertificateManagement/GetCertificates",
         &[],
     )
     .await;
-    let ids: Vec<&str> = got[0]["certificate_info"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|c| c["certificate_id"].as_str())
-        .collect();
+    assert!(!ids(&before).contains(&"gnxi-cert".to_string()));
+
+    // load_certificate with the client's key pair: installed.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(vec!["sim-0".to_string()]).unwrap();
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, "sim-0");
+    let cert = p.self_signed(&key).unwrap().pem();
+    let load = serde_json::json!({"load_certificate": {
+        "certificate": {"type": "CT_X509", "certificate": b64.encode(cert.as_bytes())},
+        "key_pair": {"private_key": b64.encode(key.serialize_pem().as_bytes())},
+        "certificate_id": "gnxi-cert"
+    }})
+    .to_string();
+    let got = call_ok(
+        &tool,
+        &d,
+        "/gnoi.certificate.CertificateManagement/Install",
+        &[&load],
+    )
+    .await;
+    assert_eq!(got, vec![serde_json::json!({"load_certificate": {}})]);
+    let after = call_ok(
+        &tool,
+        &d,
+        "/gnoi.certificate.CertificateManagement/GetCertificates",
+        &[],
+    )
+    .await;
+    assert!(ids(&after).contains(&"gnxi-cert".to_string()), "{after:?}");
     assert!(
-        ids.iter().any(|i| i.starts_with("TP-self-signed-")),
-        "{ids:?}"
+        ids(&after).iter().any(|i| i.starts_with("TP-self-signed-")),
+        "{after:?}"
+    );
+
+    // Rotate of a trustpoint that does not exist; GenerateCSR alone.
+    let rot = load.replace("gnxi-cert", "no-such-tp");
+    let out = call(
+        &tool,
+        &d,
+        "/gnoi.certificate.CertificateManagement/Rotate",
+        &[&rot],
+    )
+    .await;
+    assert_eq!(out.code, Some(3), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("ERROR NOT_FOUND: no trustpoint named no-such-tp"),
+        "{out:?}"
+    );
+    let req = format!(r#"{{"csr_params": {csr_params}, "certificate_id": "x"}}"#);
+    let out = call(
+        &tool,
+        &d,
+        "/gnoi.certificate.CertificateManagement/GenerateCSR",
+        &[&req],
+    )
+    .await;
+    assert_eq!(out.code, Some(3), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("ERROR UNIMPLEMENTED: GenerateCSR is not supported on IOS-XE"),
+        "{out:?}"
     );
     f.shutdown().await;
 }
