@@ -175,11 +175,11 @@ async fn cert_flow<S>(
         Ok(())
     }
     .await;
-    if flow == Flow::Rotate {
-        if let Some((id, Some(old))) = loaded {
-            dev.put_certificate(&id, old);
-            note("result", "rolled_back");
-        }
+    if flow == Flow::Rotate
+        && let Some((id, Some(old))) = loaded
+    {
+        dev.put_certificate(&id, old);
+        note("result", "rolled_back");
     }
     if let Err(e) = outcome {
         let _ = tx.send(Err(e)).await;
