@@ -18,7 +18,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use common::eventually;
-use iosxe_sim::{DeviceHandle, Fleet, FleetConfig, FleetHandle, Power, Profile, TlsOptions};
+use iosxe_sim::{
+    DeviceHandle, FaultKind, FaultSpec, Fleet, FleetConfig, FleetHandle, Power, Profile, TlsOptions,
+};
 use serde_json::Value;
 
 const USER: &str = "netops";
@@ -653,10 +655,13 @@ async fn gnoi_call_file_put_stat_get_remove() {
 async fn gnoi_call_reboot_is_an_outage_then_pygnmi_sees_a_new_boot_time() {
     let tool = need!(GNOI_CALL);
     let pygnmi = need!(PYGNMI);
-    // Long enough that a tool started during the outage finds it.
-    let f = start("c9300-17.18", false, 4000).await;
+    let f = start("c9300-17.18", false, 300).await;
     let d = f.nth(0).unwrap();
     let boot0 = d.snapshot().boot_time_ns;
+    // Hold the outage until the tool has seen it (however slowly it starts).
+    let hold = d
+        .inject(FaultSpec::device(FaultKind::EndlessReboot))
+        .unwrap();
 
     let r = call_ok(
         &tool,
@@ -670,6 +675,7 @@ async fn gnoi_call_reboot_is_an_outage_then_pygnmi_sees_a_new_boot_time() {
     let out = call(&tool, &d, "/gnoi.os.OS/Verify", &[]).await;
     assert_eq!(out.code, Some(3), "{out:?}");
     assert!(out.stderr.contains("ERROR UNAVAILABLE"), "{out:?}");
+    assert!(d.remove_fault(hold));
     assert!(d.wait_power(Power::Up, Duration::from_secs(20)).await);
 
     let out = run(
@@ -951,17 +957,19 @@ async fn mkimage_then_install_activate_verify_through_gnoi_call() {
     )
     .await;
     assert!(a[0].get("activate_ok").is_some(), "{a:?}");
-    assert!(d.wait_power(Power::Down, Duration::from_secs(10)).await);
-    assert!(d.wait_power(Power::Up, Duration::from_secs(20)).await);
+    // The reboot may be over before the tool has exited: wait for its result.
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            let s = d.snapshot();
+            s.power == Power::Up && s.boot_count == 2 && s.running_version == V_NEW
+        })
+        .await,
+        "{:?}",
+        d.snapshot()
+    );
     let v = call_ok(&tool, &d, "/gnoi.os.OS/Verify", &[]).await;
     assert_eq!(v[0]["version"], V_NEW);
     assert_eq!(d.journal_for("/gnoi.os.OS/Activate").len(), 1);
-    assert!(
-        eventually(Duration::from_secs(2), || async {
-            d.snapshot().running_version == V_NEW
-        })
-        .await
-    );
     f.shutdown().await;
 }
 
