@@ -769,6 +769,51 @@ async fn gnoi_call_over_tls_with_credentials() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gnoi_call_with_an_mtls_client_certificate() {
+    let tool = need!(GNOI_CALL);
+    let f = Fleet::start(
+        FleetConfig::new(1, Profile::builtin("c9300-17.18").unwrap())
+            .credentials(USER, PASS)
+            .tls(TlsOptions {
+                mtls: true,
+                cert_dir: None,
+            }),
+    )
+    .await
+    .unwrap();
+    let d = f.nth(0).unwrap();
+    let files = f.cert_files().unwrap().clone();
+    let mut args = gnoi_args(
+        &d,
+        Some(&files.ca_cert.display().to_string()),
+        &password(0),
+        "/gnoi.os.OS/Verify",
+        &[],
+    );
+    let without = run(&tool, &args, None).await;
+    assert!(
+        !without.ok(),
+        "no client certificate, no answer: {without:?}"
+    );
+    args.extend(s(&[
+        "--cert",
+        &files.client_cert.display().to_string(),
+        "--key",
+        &files.client_key.display().to_string(),
+    ]));
+    let out = run(&tool, &args, None).await;
+    assert!(out.ok(), "{out:?}");
+    assert_eq!(lines(&out)[0]["version"], V_17_18);
+    let ok = d.journal_for("/gnoi.os.OS/Verify");
+    assert_eq!(
+        ok.len(),
+        1,
+        "the refused handshake never reached gRPC: {ok:?}"
+    );
+    f.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_17_14_answers_unimplemented_to_the_tools() {
     let tool = need!(GNOI_CALL);
     let f = start("c9300-17.14", false, 300).await;
