@@ -19,6 +19,12 @@ pub mod system;
 
 type AddReflection = Arc<dyn Fn(&mut RoutesBuilder) + Send + Sync>;
 
+/// The reflection services every device serves.
+const REFLECTION: [&str; 2] = [
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
 /// gRPC reflection services, built once per set of served services and
 /// shared by every device with that set (they hold a parsed descriptor pool).
 #[derive(Default)]
@@ -31,13 +37,13 @@ impl Reflection {
         let mut c = self.cache.lock().unwrap();
         c.entry(names.clone())
             .or_insert_with(|| {
+                // Both versions list both reflection services (grpcurl asks
+                // v1, grpcio-reflection clients v1alpha).
                 let mut v1 = tonic_reflection::server::Builder::configure()
-                    .register_encoded_file_descriptor_set(cvk_proto::FILE_DESCRIPTOR_SET)
-                    .with_service_name("grpc.reflection.v1.ServerReflection");
+                    .register_encoded_file_descriptor_set(cvk_proto::FILE_DESCRIPTOR_SET);
                 let mut v1a = tonic_reflection::server::Builder::configure()
-                    .register_encoded_file_descriptor_set(cvk_proto::FILE_DESCRIPTOR_SET)
-                    .with_service_name("grpc.reflection.v1alpha.ServerReflection");
-                for n in &names {
+                    .register_encoded_file_descriptor_set(cvk_proto::FILE_DESCRIPTOR_SET);
+                for n in REFLECTION.iter().chain(&names) {
                     v1 = v1.with_service_name(*n);
                     v1a = v1a.with_service_name(*n);
                 }
