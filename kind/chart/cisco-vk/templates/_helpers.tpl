@@ -59,8 +59,13 @@ leaves the controller's default (off) in place.
   value: "1"
 {{- end }}
 {{- with .Values.gnoi.softwareUpgrade.maxImageBytes }}
+{{- /* int64: YAML/JSON numbers arrive as float64 and would print as 1.073741824e+09. */}}
+{{- $max := int64 . }}
+{{- if le $max 0 }}
+{{- fail (printf "gnoi.softwareUpgrade.maxImageBytes: %v is not a positive byte count" .) }}
+{{- end }}
 - name: CISCO_VK_UPGRADE_MAX_IMAGE_BYTES
-  value: {{ . | toString | quote }}
+  value: {{ $max | toString | quote }}
 {{- end }}
 {{- with .Values.leaseNamespace }}
 - name: CONFIG_LEASE_NAMESPACE
@@ -75,7 +80,7 @@ leaves the controller's default (off) in place.
 - name: CVK_HEALTH_PROBE_BIND_ADDRESS
   value: {{ include "cisco-vk.bindAddress" .Values.manager.healthProbeBindAddress | quote }}
 - name: CVK_DEVICE_PROBE_INTERVAL_SECONDS
-  value: {{ .Values.manager.probeIntervalSeconds | toString | quote }}
+  value: {{ .Values.manager.probeIntervalSeconds | int64 | toString | quote }}
 - name: POD_NAME
   valueFrom:
     fieldRef:
