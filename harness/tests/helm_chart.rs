@@ -32,8 +32,9 @@ fn engine() -> Option<PathBuf> {
     let lib = std::env::var_os("CVK_HELM_SDK_LIB")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                .join(format!(".cache/cvk/helm-sdkpy-{HELM_SDKPY_VERSION}/libhelm_sdkpy.so"))
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(format!(
+                ".cache/cvk/helm-sdkpy-{HELM_SDKPY_VERSION}/libhelm_sdkpy.so"
+            ))
         });
     if lib.is_file() {
         return Some(lib);
@@ -55,7 +56,12 @@ fn chart() -> PathBuf {
 
 /// `helm install` (no wait) of the chart; Ok(rendered manifests) or
 /// Err(Helm's message).
-async fn helm_install(lib: &PathBuf, ns: &str, release: &str, values: Value) -> Result<Vec<Value>, String> {
+async fn helm_install(
+    lib: &PathBuf,
+    ns: &str,
+    release: &str,
+    values: Value,
+) -> Result<Vec<Value>, String> {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(&kubeconfig, shared_control_plane().kubeconfig_yaml()).unwrap();
@@ -126,29 +132,57 @@ async fn defaults_render_a_central_controller_with_every_gate_off() {
     let client = shared_control_plane().client().await.unwrap();
     // Installed first, so concurrent installs find them and skip crds/.
     install_project_crds(&client).await.unwrap();
-    let ns = TestNamespace::create(&client, "chart-defaults").await.unwrap();
-    let rendered = helm_install(&lib, ns.name(), "central", json!({})).await.unwrap();
+    let ns = TestNamespace::create(&client, "chart-defaults")
+        .await
+        .unwrap();
+    let rendered = helm_install(&lib, ns.name(), "central", json!({}))
+        .await
+        .unwrap();
 
     let deploys: Api<Deployment> = Api::namespaced(client.clone(), ns.name());
     let d = deploys.get("central-cisco-vk").await.unwrap();
     let env = env_of(&d);
     for var in GNOI_VARS {
-        assert!(!env.contains_key(var), "{var} rendered by default: {env:#?}");
+        assert!(
+            !env.contains_key(var),
+            "{var} rendered by default: {env:#?}"
+        );
     }
     let spec = d.spec.as_ref().unwrap();
-    assert_eq!(spec.strategy.as_ref().unwrap().type_.as_deref(), Some("RollingUpdate"));
+    assert_eq!(
+        spec.strategy.as_ref().unwrap().type_.as_deref(),
+        Some("RollingUpdate")
+    );
     let pod = spec.template.spec.as_ref().unwrap();
-    assert_eq!(pod.service_account_name.as_deref(), Some("central-cisco-vk"));
+    assert_eq!(
+        pod.service_account_name.as_deref(),
+        Some("central-cisco-vk")
+    );
     let c = &pod.containers[0];
     assert_eq!(c.args.clone().unwrap(), ["run", "--all-namespaces"]);
     assert_eq!(c.image.as_deref(), Some("cvk-controller:0.1.0"));
     assert_eq!(env["CVK_METRICS_BIND_ADDRESS"], "0.0.0.0:8080");
-    assert_eq!(c.security_context.as_ref().unwrap().read_only_root_filesystem, Some(true));
+    assert_eq!(
+        c.security_context
+            .as_ref()
+            .unwrap()
+            .read_only_root_filesystem,
+        Some(true)
+    );
 
     // RBAC: cluster-wide binding, and the same grants as kind/rbac.
-    let crb = Api::<ClusterRoleBinding>::all(client.clone()).get("central-cisco-vk").await.unwrap();
-    assert_eq!(crb.subjects.unwrap()[0].namespace.as_deref(), Some(ns.name()));
-    Api::<ClusterRole>::all(client.clone()).get("central-cisco-vk").await.unwrap();
+    let crb = Api::<ClusterRoleBinding>::all(client.clone())
+        .get("central-cisco-vk")
+        .await
+        .unwrap();
+    assert_eq!(
+        crb.subjects.unwrap()[0].namespace.as_deref(),
+        Some(ns.name())
+    );
+    Api::<ClusterRole>::all(client.clone())
+        .get("central-cisco-vk")
+        .await
+        .unwrap();
     let kind_rbac = kind_docs("rbac/controller.yaml");
     assert_eq!(
         rules(find(&rendered, "ClusterRole", "central-cisco-vk")),
@@ -156,8 +190,16 @@ async fn defaults_render_a_central_controller_with_every_gate_off() {
         "the chart's controller role and kind/rbac/controller.yaml differ"
     );
     let users = kind_docs("rbac/users.yaml");
-    for role in ["cvk-operations-user", "cvk-software-upgrade-operator", "cvk-write-class-operator"] {
-        assert_eq!(rules(find(&rendered, "ClusterRole", role)), rules(find(&users, "ClusterRole", role)), "{role}");
+    for role in [
+        "cvk-operations-user",
+        "cvk-software-upgrade-operator",
+        "cvk-write-class-operator",
+    ] {
+        assert_eq!(
+            rules(find(&rendered, "ClusterRole", role)),
+            rules(find(&users, "ClusterRole", role)),
+            "{role}"
+        );
     }
     ns.delete().await;
 }
@@ -183,10 +225,15 @@ async fn gnoi_values_render_into_the_spec_environment_of_per_device_pods() {
         "rbac": { "userRoles": false },
         "manager": { "logFormat": "text" },
     });
-    helm_install(&lib, ns.name(), "perdev", values).await.unwrap();
+    helm_install(&lib, ns.name(), "perdev", values)
+        .await
+        .unwrap();
 
     let deploys: Api<Deployment> = Api::namespaced(client.clone(), ns.name());
-    assert!(deploys.get_opt("perdev-cisco-vk").await.unwrap().is_none(), "no central pod in per-device mode");
+    assert!(
+        deploys.get_opt("perdev-cisco-vk").await.unwrap().is_none(),
+        "no central pod in per-device mode"
+    );
     for device in ["cat9000-4", "cat9000-5"] {
         let d = deploys.get(&format!("{device}-vk")).await.unwrap();
         let env = env_of(&d);
@@ -202,21 +249,40 @@ async fn gnoi_values_render_into_the_spec_environment_of_per_device_pods() {
             ("CONFIG_LEASE_NAMESPACE", locks.name()),
         ];
         for (k, v) in want {
-            assert_eq!(env.get(k).map(String::as_str), Some(v), "{device}: {k} in {env:#?}");
+            assert_eq!(
+                env.get(k).map(String::as_str),
+                Some(v),
+                "{device}: {k} in {env:#?}"
+            );
         }
         let spec = d.spec.as_ref().unwrap();
         // A mutation gate is on: old and new pods never overlap.
-        assert_eq!(spec.strategy.as_ref().unwrap().type_.as_deref(), Some("Recreate"));
+        assert_eq!(
+            spec.strategy.as_ref().unwrap().type_.as_deref(),
+            Some("Recreate")
+        );
         let c = &spec.template.spec.as_ref().unwrap().containers[0];
-        assert_eq!(c.image.as_deref(), Some("registry.example.net/cvk-controller:1.2.3"));
+        assert_eq!(
+            c.image.as_deref(),
+            Some("registry.example.net/cvk-controller:1.2.3")
+        );
         assert_eq!(c.args.clone().unwrap(), ["run"]);
     }
     // Namespaced bindings where the devices and the Leases are, no
     // cluster-wide one.
     for n in [lab.name(), locks.name()] {
-        Api::<RoleBinding>::namespaced(client.clone(), n).get("perdev-cisco-vk").await.unwrap();
+        Api::<RoleBinding>::namespaced(client.clone(), n)
+            .get("perdev-cisco-vk")
+            .await
+            .unwrap();
     }
-    assert!(Api::<ClusterRoleBinding>::all(client.clone()).get_opt("perdev-cisco-vk").await.unwrap().is_none());
+    assert!(
+        Api::<ClusterRoleBinding>::all(client.clone())
+            .get_opt("perdev-cisco-vk")
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     // The controller started with exactly the rendered environment reports
     // the settings the values asked for.
@@ -249,7 +315,9 @@ async fn gnoi_values_render_into_the_spec_environment_of_per_device_pods() {
                 l = errs.next_line() => l,
             }
             .unwrap();
-            let Some(line) = line else { panic!("the controller exited before starting") };
+            let Some(line) = line else {
+                panic!("the controller exited before starting")
+            };
             if line.contains("starting cvk-controller") {
                 break line;
             }
@@ -259,13 +327,23 @@ async fn gnoi_values_render_into_the_spec_environment_of_per_device_pods() {
     .expect("the controller's start line within 30s");
     let _ = child.kill().await;
     let start: Value = serde_json::from_str(&started).unwrap_or_else(|e| panic!("{e}: {started}"));
-    let f = if start["fields"].is_object() { &start["fields"] } else { &start };
+    let f = if start["fields"].is_object() {
+        &start["fields"]
+    } else {
+        &start
+    };
     assert_eq!(f["gnoi_insecure"], true, "{start:#}");
     assert_eq!(f["gnoi_disabled"], true, "{start:#}");
     let text = start.to_string();
     assert!(text.contains("57400"), "{text}");
-    assert!(text.contains("write_class: true") && text.contains("software_upgrade: true"), "{text}");
-    assert!(text.contains("cat9000-4") && text.contains(lab.name()), "{text}");
+    assert!(
+        text.contains("write_class: true") && text.contains("software_upgrade: true"),
+        "{text}"
+    );
+    assert!(
+        text.contains("cat9000-4") && text.contains(lab.name()),
+        "{text}"
+    );
 
     ns.delete().await;
     lab.delete().await;
@@ -287,7 +365,10 @@ async fn a_bad_gnoi_port_fails_the_install_with_the_value_named() {
     )
     .await
     .unwrap_err();
-    assert!(e.contains("gnoi.port: 70000 is not a TCP port (1-65535)"), "{e}");
+    assert!(
+        e.contains("gnoi.port: 70000 is not a TCP port (1-65535)"),
+        "{e}"
+    );
     let deploys: Api<Deployment> = Api::namespaced(client.clone(), ns.name());
     assert!(deploys.get_opt("badport-cisco-vk").await.unwrap().is_none());
     ns.delete().await;

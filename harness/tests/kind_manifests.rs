@@ -17,10 +17,10 @@ use iosxe_sim::{Fleet, FleetConfig, Profile};
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::events::v1::Event;
+use kind_common::*;
 use kube::api::{ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
-use kind_common::*;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -52,7 +52,11 @@ fn every_manifest_under_kind_parses() {
         assert!(!docs.is_empty(), "{}: no document", f.display());
         let name = f.file_name().unwrap().to_string_lossy();
         if name == "values.yaml" {
-            assert!(docs[0]["gnoi"].is_object(), "{}: no gnoi block", f.display());
+            assert!(
+                docs[0]["gnoi"].is_object(),
+                "{}: no gnoi block",
+                f.display()
+            );
             continue;
         }
         if name == "Chart.yaml" {
@@ -81,13 +85,22 @@ fn the_dockerfiles_build_each_binary_locked_and_run_it_as_non_root() {
         ("sim.Dockerfile", "iosxe-sim"),
     ] {
         let text = std::fs::read_to_string(repo().join("kind/docker").join(file)).unwrap();
-        assert_eq!(text.matches("\nFROM ").count() + text.starts_with("FROM ") as usize, 2, "{file}: two stages");
+        assert_eq!(
+            text.matches("\nFROM ").count() + text.starts_with("FROM ") as usize,
+            2,
+            "{file}: two stages"
+        );
         assert!(
-            text.contains(&format!("cargo build --release --locked -p {bin} --bin {bin}")),
+            text.contains(&format!(
+                "cargo build --release --locked -p {bin} --bin {bin}"
+            )),
             "{file}"
         );
         assert!(text.contains("USER 65532:65532"), "{file}: non-root");
-        assert!(text.contains(&format!("ENTRYPOINT [\"/usr/local/bin/{bin}\"]")), "{file}");
+        assert!(
+            text.contains(&format!("ENTRYPOINT [\"/usr/local/bin/{bin}\"]")),
+            "{file}"
+        );
     }
 }
 
@@ -123,17 +136,30 @@ async fn the_kind_manifests_apply_to_a_real_api_server() {
         .iter()
         .map(|p| p["port"].as_i64().unwrap())
         .collect();
-    for d in kind_docs("sim/devices.yaml").iter().filter(|d| d["kind"] == "CiscoDevice") {
+    for d in kind_docs("sim/devices.yaml")
+        .iter()
+        .filter(|d| d["kind"] == "CiscoDevice")
+    {
         let port = d["spec"]["gnoi"]["port"].as_i64().unwrap();
         assert!(ports.contains(&port), "{port} is not a Service port");
     }
     // The per-device controller serves one device; the central one all.
-    let per = find(&kind_docs("controller/per-device.yaml"), "Deployment", "sim-0-vk").clone();
+    let per = find(
+        &kind_docs("controller/per-device.yaml"),
+        "Deployment",
+        "sim-0-vk",
+    )
+    .clone();
     let env = container_env(&per);
     assert_eq!(env["CISCO_VK_DEVICE_NAME"], "sim-0");
     assert_eq!(env["CISCO_VK_DEVICE_NAMESPACE"], "cvk-lab");
     assert_eq!(per["spec"]["strategy"]["type"], "Recreate");
-    let central = find(&kind_docs("controller/central.yaml"), "Deployment", "cvk-controller").clone();
+    let central = find(
+        &kind_docs("controller/central.yaml"),
+        "Deployment",
+        "cvk-controller",
+    )
+    .clone();
     assert_eq!(
         central["spec"]["template"]["spec"]["containers"][0]["args"],
         json!(["run", "--all-namespaces"])
@@ -145,12 +171,12 @@ async fn the_kind_manifests_apply_to_a_real_api_server() {
 async fn impersonating(user: &str, groups: &[&str]) -> Client {
     let cp = shared_control_plane();
     let kubeconfig = Kubeconfig::from_yaml(cp.kubeconfig_yaml()).unwrap();
-    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .unwrap();
+    let mut config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .unwrap();
     config.auth_info.impersonate = Some(user.to_owned());
-    config.auth_info.impersonate_groups =
-        Some(groups.iter().map(|g| (*g).to_owned()).collect());
+    config.auth_info.impersonate_groups = Some(groups.iter().map(|g| (*g).to_owned()).collect());
     Client::try_from(config).unwrap()
 }
 
@@ -164,7 +190,10 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -173,13 +202,21 @@ where
 async fn the_controller_does_its_work_with_only_its_cluster_role() {
     let admin = shared_control_plane().client().await.unwrap();
     install_project_crds(&admin).await.unwrap();
-    apply(&admin, &kind_docs("rbac/namespace.yaml")).await.unwrap();
-    apply(&admin, &kind_docs("rbac/controller.yaml")).await.unwrap();
+    apply(&admin, &kind_docs("rbac/namespace.yaml"))
+        .await
+        .unwrap();
+    apply(&admin, &kind_docs("rbac/controller.yaml"))
+        .await
+        .unwrap();
     let ns = TestNamespace::create(&admin, "rbac-ctl").await.unwrap();
     let ns_name = ns.name().to_owned();
     let sa = impersonating(
         CONTROLLER_SA,
-        &["system:serviceaccounts", "system:serviceaccounts:cvk-system", "system:authenticated"],
+        &[
+            "system:serviceaccounts",
+            "system:serviceaccounts:cvk-system",
+            "system:authenticated",
+        ],
     )
     .await;
 
@@ -249,11 +286,15 @@ async fn the_controller_does_its_work_with_only_its_cluster_role() {
     .unwrap();
     ops.create(&PostParams::default(), &op).await.unwrap();
     let cms: Api<ConfigMap> = Api::namespaced(admin.clone(), &ns_name);
-    let done = wait_for("DeviceOperation clock Succeeded", Duration::from_secs(60), || async {
-        let o = ops.get("clock").await.ok()?;
-        let s = o.status.clone()?;
-        (format!("{:?}", s.phase?) == "Succeeded").then_some(s)
-    })
+    let done = wait_for(
+        "DeviceOperation clock Succeeded",
+        Duration::from_secs(60),
+        || async {
+            let o = ops.get("clock").await.ok()?;
+            let s = o.status.clone()?;
+            (format!("{:?}", s.phase?) == "Succeeded").then_some(s)
+        },
+    )
     .await;
     assert_eq!(
         done.artifact_uris,
@@ -261,11 +302,15 @@ async fn the_controller_does_its_work_with_only_its_cluster_role() {
         "{done:#?}"
     );
     assert!(cms.get_opt("clock-output").await.unwrap().is_some());
-    wait_for("the TTL deletes the operation and its ConfigMap", Duration::from_secs(60), || async {
-        let gone = ops.get_opt("clock").await.ok()?.is_none()
-            && cms.get_opt("clock-output").await.ok()?.is_none();
-        gone.then_some(())
-    })
+    wait_for(
+        "the TTL deletes the operation and its ConfigMap",
+        Duration::from_secs(60),
+        || async {
+            let gone = ops.get_opt("clock").await.ok()?.is_none()
+                && cms.get_opt("clock-output").await.ok()?.is_none();
+            gone.then_some(())
+        },
+    )
     .await;
 
     // A gated kind: status written and a Warning Event published.
@@ -281,18 +326,28 @@ async fn the_controller_does_its_work_with_only_its_cluster_role() {
     let ups: Api<IOSXESoftwareUpgrade> = Api::namespaced(admin.clone(), &ns_name);
     ups.create(&PostParams::default(), &up).await.unwrap();
     let events: Api<Event> = Api::namespaced(admin.clone(), &ns_name);
-    wait_for("the gate's Warning Event on up", Duration::from_secs(60), || async {
-        let st = ups.get("up").await.ok()?.status?;
-        let reason_ok = st
-            .conditions
-            .iter()
-            .any(|c| c.reason == "SoftwareUpgradeGateDisabled");
-        let ev = events.list(&ListParams::default()).await.ok()?.items.into_iter().any(|e| {
-            e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("up")
-                && e.reason.as_deref() == Some("SoftwareUpgradeGateDisabled")
-        });
-        (reason_ok && ev).then_some(())
-    })
+    wait_for(
+        "the gate's Warning Event on up",
+        Duration::from_secs(60),
+        || async {
+            let st = ups.get("up").await.ok()?.status?;
+            let reason_ok = st
+                .conditions
+                .iter()
+                .any(|c| c.reason == "SoftwareUpgradeGateDisabled");
+            let ev = events
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .any(|e| {
+                    e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("up")
+                        && e.reason.as_deref() == Some("SoftwareUpgradeGateDisabled")
+                });
+            (reason_ok && ev).then_some(())
+        },
+    )
     .await;
 
     token.cancel();
@@ -313,7 +368,10 @@ async fn the_controller_does_its_work_with_only_its_cluster_role() {
         let got = locks.acquire(&ns_name, "sw", &holder).await.unwrap();
         assert!(matches!(got, Acquire::Held));
     }
-    assert_eq!(locks.holder(&ns_name, "sw").await.unwrap(), Some(holder.clone()));
+    assert_eq!(
+        locks.holder(&ns_name, "sw").await.unwrap(),
+        Some(holder.clone())
+    );
     locks.release(&ns_name, "sw", &holder).await.unwrap();
     assert_eq!(locks.holder(&ns_name, "sw").await.unwrap(), None);
 
@@ -321,7 +379,14 @@ async fn the_controller_does_its_work_with_only_its_cluster_role() {
     ns.delete().await;
 }
 
-async fn allowed(admin: &Client, user: &str, groups: &[&str], verb: &str, resource: &str, ns: &str) -> bool {
+async fn allowed(
+    admin: &Client,
+    user: &str,
+    groups: &[&str],
+    verb: &str,
+    resource: &str,
+    ns: &str,
+) -> bool {
     let (resource, subresource) = resource.split_once('/').unwrap_or((resource, ""));
     let group = match resource {
         "ciscodevices" => "cisco.vk",
@@ -348,11 +413,22 @@ async fn allowed(admin: &Client, user: &str, groups: &[&str], verb: &str, resour
 async fn people_roles_are_split_by_trust_level() {
     let admin = shared_control_plane().client().await.unwrap();
     install_project_crds(&admin).await.unwrap();
-    apply(&admin, &kind_docs("rbac/namespace.yaml")).await.unwrap();
+    apply(&admin, &kind_docs("rbac/namespace.yaml"))
+        .await
+        .unwrap();
     apply(&admin, &kind_docs("rbac/users.yaml")).await.unwrap();
-    let engineer = ("alice@example.net", &["network-engineers", "system:authenticated"][..]);
-    let upgrader = ("upgrade-operator@example.net", &["system:authenticated"][..]);
-    let maintainer = ("maintenance-operator@example.net", &["system:authenticated"][..]);
+    let engineer = (
+        "alice@example.net",
+        &["network-engineers", "system:authenticated"][..],
+    );
+    let upgrader = (
+        "upgrade-operator@example.net",
+        &["system:authenticated"][..],
+    );
+    let maintainer = (
+        "maintenance-operator@example.net",
+        &["system:authenticated"][..],
+    );
     let table: &[((&str, &[&str]), &str, &str, bool)] = &[
         // Read-only users: DeviceOperation only.
         (engineer, "create", "deviceoperations", true),
@@ -382,16 +458,33 @@ async fn people_roles_are_split_by_trust_level() {
     for ((user, groups), verb, resource, want) in table {
         let got = allowed(&admin, user, groups, verb, resource, "cvk-lab").await;
         if got != *want {
-            wrong.push(format!("{user} {verb} {resource}: allowed={got}, want {want}"));
+            wrong.push(format!(
+                "{user} {verb} {resource}: allowed={got}, want {want}"
+            ));
         }
     }
     // The bindings are per namespace: nothing elsewhere.
-    assert!(!allowed(&admin, engineer.0, engineer.1, "create", "deviceoperations", "default").await);
+    assert!(
+        !allowed(
+            &admin,
+            engineer.0,
+            engineer.1,
+            "create",
+            "deviceoperations",
+            "default"
+        )
+        .await
+    );
     assert!(wrong.is_empty(), "{wrong:#?}");
 
     // The controller's ServiceAccount may not create the objects people create.
-    apply(&admin, &kind_docs("rbac/controller.yaml")).await.unwrap();
-    let sa_groups = ["system:serviceaccounts", "system:serviceaccounts:cvk-system"];
+    apply(&admin, &kind_docs("rbac/controller.yaml"))
+        .await
+        .unwrap();
+    let sa_groups = [
+        "system:serviceaccounts",
+        "system:serviceaccounts:cvk-system",
+    ];
     for (verb, resource, want) in [
         ("patch", "ciscodevices/status", true),
         ("patch", "iosxesoftwareupgrades/status", true),

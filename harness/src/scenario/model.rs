@@ -470,7 +470,11 @@ expect:
                 &format!("timeline:\n  - after: 1s\n    device: sw1\n{step}expect:\n"),
             )
         };
-        let s = parse(Path::new("x.yaml"), &with("    reboot: { ms: 1500, reason: power }\n")).unwrap();
+        let s = parse(
+            Path::new("x.yaml"),
+            &with("    reboot: { ms: 1500, reason: power }\n"),
+        )
+        .unwrap();
         let r = s.scenario.timeline[0].reboot.clone().unwrap();
         assert_eq!(r.ms, Some(1500));
         assert_eq!(r.reason.as_deref(), Some("power"));
@@ -482,7 +486,11 @@ expect:
             &with("    reboot: {}\n    clearFaults: true\n"),
         )
         .unwrap_err();
-        assert!(e.message.contains("timeline[0]: give exactly one of inject, clearFaults or reboot"), "{e}");
+        assert!(
+            e.message
+                .contains("timeline[0]: give exactly one of inject, clearFaults or reboot"),
+            "{e}"
+        );
         let e = parse(Path::new("x.yaml"), &with("    reboot: { ms: 0 }\n")).unwrap_err();
         assert!(e.message.contains("timeline[0].reboot.ms"), "{e}");
         let e = parse(Path::new("x.yaml"), &with("    reboot: { seconds: 3 }\n")).unwrap_err();

@@ -21,8 +21,8 @@ pub fn repo() -> PathBuf {
 /// Every YAML document of a file (null documents dropped), with the path
 /// in the panic message of a bad one.
 pub fn docs(path: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     serde_yaml::Deserializer::from_str(&text)
         .map(|d| Value::deserialize(d).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
         .filter(|v| !v.is_null())
@@ -60,16 +60,28 @@ pub async fn apply(client: &Client, docs: &[Value]) -> Result<Vec<String>, Strin
             .resolve_gvk(&gvk)
             .ok_or_else(|| format!("the API server serves no {gvk:?}"))?;
         let obj: DynamicObject = serde_json::from_value(doc.clone()).map_err(|e| e.to_string())?;
-        let name = obj.metadata.name.clone().ok_or("a manifest without a name")?;
+        let name = obj
+            .metadata
+            .name
+            .clone()
+            .ok_or("a manifest without a name")?;
         let api: Api<DynamicObject> = if caps.scope == Scope::Namespaced {
-            let ns = obj.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+            let ns = obj
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into());
             Api::namespaced_with(client.clone(), &ns, &ar)
         } else {
             Api::all_with(client.clone(), &ar)
         };
-        api.patch(&name, &PatchParams::apply("kind-tests"), &Patch::Apply(&obj))
-            .await
-            .map_err(|e| format!("applying {kind}/{name}: {e}"))?;
+        api.patch(
+            &name,
+            &PatchParams::apply("kind-tests"),
+            &Patch::Apply(&obj),
+        )
+        .await
+        .map_err(|e| format!("applying {kind}/{name}: {e}"))?;
         applied.push(format!(
             "{kind}/{}/{name}",
             obj.metadata.namespace.as_deref().unwrap_or("")
@@ -85,7 +97,12 @@ pub fn container_env(deployment: &Value) -> std::collections::BTreeMap<String, S
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|e| Some((e["name"].as_str()?.to_owned(), e["value"].as_str()?.to_owned())))
+        .filter_map(|e| {
+            Some((
+                e["name"].as_str()?.to_owned(),
+                e["value"].as_str()?.to_owned(),
+            ))
+        })
         .collect()
 }
 
