@@ -379,6 +379,9 @@ async fn the_controller_does_its_work_with_only_its_cluster_role() {
     ns.delete().await;
 }
 
+/// A user and their groups.
+type Who<'a> = (&'a str, &'a [&'a str]);
+
 async fn allowed(
     admin: &Client,
     user: &str,
@@ -429,7 +432,7 @@ async fn people_roles_are_split_by_trust_level() {
         "maintenance-operator@example.net",
         &["system:authenticated"][..],
     );
-    let table: &[((&str, &[&str]), &str, &str, bool)] = &[
+    let table: &[(Who, &str, &str, bool)] = &[
         // Read-only users: DeviceOperation only.
         (engineer, "create", "deviceoperations", true),
         (engineer, "watch", "deviceoperations", true),
