@@ -373,3 +373,32 @@ async fn a_bad_gnoi_port_fails_the_install_with_the_value_named() {
     assert!(deploys.get_opt("badport-cisco-vk").await.unwrap().is_none());
     ns.delete().await;
 }
+
+#[test]
+fn the_chart_lints_without_warnings() {
+    let Some(lib) = engine() else { return };
+    let out = std::process::Command::new("python3")
+        .arg(repo().join("kind/chart/tools/helm.py"))
+        .arg("lint")
+        .arg("--lib")
+        .arg(&lib)
+        .arg("--chart")
+        .arg(chart())
+        .output()
+        .expect("running python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: Value = serde_json::from_slice(&out.stdout).expect("lint JSON");
+    assert_eq!(result["TotalChartsLinted"], 1, "{result:#}");
+    // Helm's severities: 1 info, 2 warning, 3 error.
+    let serious: Vec<&Value> = result["Messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["Severity"].as_i64().unwrap_or(3) >= 2)
+        .collect();
+    assert!(serious.is_empty(), "{serious:#?}");
+}
