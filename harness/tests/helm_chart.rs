@@ -402,3 +402,48 @@ fn the_chart_lints_without_warnings() {
         .collect();
     assert!(serious.is_empty(), "{serious:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_central_controller_can_be_scoped_to_one_namespace() {
+    let Some(lib) = engine() else { return };
+    let client = shared_control_plane().client().await.unwrap();
+    install_project_crds(&client).await.unwrap();
+    let ns = TestNamespace::create(&client, "chart-scoped")
+        .await
+        .unwrap();
+    let lab = TestNamespace::create(&client, "chart-scoped-lab")
+        .await
+        .unwrap();
+    let values = json!({
+        "allNamespaces": false,
+        "watchNamespace": lab.name(),
+        "rbac": { "userRoles": false },
+    });
+    helm_install(&lib, ns.name(), "scoped", values)
+        .await
+        .unwrap();
+    let d = Api::<Deployment>::namespaced(client.clone(), ns.name())
+        .get("scoped-cisco-vk")
+        .await
+        .unwrap();
+    let env = env_of(&d);
+    assert_eq!(
+        env.get("CISCO_VK_DEVICE_NAMESPACE").map(String::as_str),
+        Some(lab.name())
+    );
+    let c = &d.spec.unwrap().template.spec.unwrap().containers[0];
+    assert_eq!(c.args.clone().unwrap(), ["run"]);
+    Api::<RoleBinding>::namespaced(client.clone(), lab.name())
+        .get("scoped-cisco-vk")
+        .await
+        .unwrap();
+    assert!(
+        Api::<ClusterRoleBinding>::all(client.clone())
+            .get_opt("scoped-cisco-vk")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    ns.delete().await;
+    lab.delete().await;
+}
