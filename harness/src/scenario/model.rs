@@ -131,6 +131,33 @@ pub struct TimelineStep {
     /// Remove every fault from the device.
     #[serde(default)]
     pub clear_faults: bool,
+    /// Reboot the device now (sim only): its listener closes, open
+    /// connections are cut, and it comes back after the outage.
+    #[serde(default)]
+    pub reboot: Option<RebootStep>,
+}
+
+/// A reboot of a simulated device, as a power cycle or a `reload` from the
+/// console would do: nothing asked for it over gNOI.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RebootStep {
+    /// Outage length in milliseconds (default: the device's `rebootMs`,
+    /// then the profile's).
+    #[serde(default)]
+    pub ms: Option<u64>,
+    /// The reason the device records.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+impl TimelineStep {
+    /// How many actions the step names (exactly one is valid).
+    fn action_count(&self) -> usize {
+        usize::from(self.inject.is_some())
+            + usize::from(self.clear_faults)
+            + usize::from(self.reboot.is_some())
+    }
 }
 
 /// Something that must hold.
@@ -300,9 +327,14 @@ pub fn parse(path: &Path, text: &str) -> Result<LoadedScenario, ScenarioError> {
                 "timeline[{i}]: give exactly one of after or when"
             )));
         }
-        if t.inject.is_some() == t.clear_faults {
+        if t.action_count() != 1 {
             return Err(fail(format!(
-                "timeline[{i}]: give exactly one of inject or clearFaults"
+                "timeline[{i}]: give exactly one of inject, clearFaults or reboot"
+            )));
+        }
+        if t.reboot.as_ref().and_then(|r| r.ms) == Some(0) {
+            return Err(fail(format!(
+                "timeline[{i}].reboot.ms: an outage lasts at least 1 ms"
             )));
         }
         known_device(&t.device, &format!("timeline[{i}].device")).map_err(fail)?;
@@ -428,6 +460,41 @@ expect:
         let bad = GOOD.replace("object: DeviceOperation/t1", "object: t1");
         let e = parse(Path::new("x.yaml"), &bad).unwrap_err();
         assert!(e.message.contains("is not Kind/name"), "{e}");
+    }
+
+    #[test]
+    fn a_reboot_step_parses_and_is_one_action() {
+        let with = |step: &str| {
+            GOOD.replace(
+                "expect:\n",
+                &format!("timeline:\n  - after: 1s\n    device: sw1\n{step}expect:\n"),
+            )
+        };
+        let s = parse(
+            Path::new("x.yaml"),
+            &with("    reboot: { ms: 1500, reason: power }\n"),
+        )
+        .unwrap();
+        let r = s.scenario.timeline[0].reboot.clone().unwrap();
+        assert_eq!(r.ms, Some(1500));
+        assert_eq!(r.reason.as_deref(), Some("power"));
+        let s = parse(Path::new("x.yaml"), &with("    reboot: {}\n")).unwrap();
+        assert_eq!(s.scenario.timeline[0].reboot.as_ref().unwrap().ms, None);
+
+        let e = parse(
+            Path::new("x.yaml"),
+            &with("    reboot: {}\n    clearFaults: true\n"),
+        )
+        .unwrap_err();
+        assert!(
+            e.message
+                .contains("timeline[0]: give exactly one of inject, clearFaults or reboot"),
+            "{e}"
+        );
+        let e = parse(Path::new("x.yaml"), &with("    reboot: { ms: 0 }\n")).unwrap_err();
+        assert!(e.message.contains("timeline[0].reboot.ms"), "{e}");
+        let e = parse(Path::new("x.yaml"), &with("    reboot: { seconds: 3 }\n")).unwrap_err();
+        assert!(e.to_string().contains("unknown field `seconds`"), "{e}");
     }
 
     #[test]

@@ -483,7 +483,10 @@ async fn drive(
                 ));
                 continue;
             };
-            if step.clear_faults {
+            if let Some(r) = &step.reboot {
+                sim.reboot(r).map_err(|e| format!("timeline[{i}]: {e}"))?;
+                say(format!("timeline[{i}]: rebooting {}", dev.name));
+            } else if step.clear_faults {
                 sim.handle.clear_faults();
                 say(format!("timeline[{i}]: cleared faults on {}", dev.name));
             } else if let Some(f) = &step.inject {

@@ -125,6 +125,23 @@ impl SimDevice {
             .map_err(|e| e.to_string())
     }
 
+    /// Reboots the device now (a timeline `reboot` step), with the outage
+    /// the step asks for.
+    pub fn reboot(&self, step: &super::model::RebootStep) -> Result<(), String> {
+        if let Some(ms) = step.ms {
+            self.handle
+                .apply(StatePatch {
+                    reboot_ms: Some(ms),
+                    ..StatePatch::default()
+                })
+                .map_err(|e| format!("reboot.ms: {e}"))?;
+        }
+        let reason = step.reason.as_deref().unwrap_or("cvk-hil timeline reboot");
+        self.handle
+            .reboot(Duration::ZERO, reason)
+            .map_err(|e| format!("reboot: {e}"))
+    }
+
     /// How many RPCs whose method contains `method` the device saw.
     pub fn journal_count(&self, method: &str) -> usize {
         self.handle
