@@ -1399,6 +1399,13 @@ async fn conclude(
 ) -> Result<Requeue, ReconcileError> {
     let generation = obj.metadata.generation;
     let now = Timestamp::now();
+    if matches!(outcome, Outcome::Unclear { .. })
+        && obj.status.as_ref().and_then(|s| s.reason.as_deref()) == Some("Observing")
+    {
+        // Already recorded as observing: no write (a write would wake this
+        // reconciler again at once); look again after the interval.
+        return Ok(Requeue::requeue(RETRY_OBSERVE));
+    }
     let written = cas_while_running(&env.api, &env.name, invocation, |st| {
         outcome_status(st, &outcome, after_restart, generation, now)
     })
@@ -1409,11 +1416,8 @@ async fn conclude(
     };
     match &outcome {
         Outcome::Unclear { message } => {
-            let announced = obj.status.as_ref().and_then(|s| s.reason.as_deref()) == Some("Observing");
-            if !announced {
-                env.announce(&written, ActionPhase::Running, "Observing", summary, message)
-                    .await;
-            }
+            env.announce(&written, ActionPhase::Running, "Observing", summary, message)
+                .await;
             Ok(Requeue::requeue(RETRY_OBSERVE))
         }
         Outcome::Succeeded { message, .. } => {
