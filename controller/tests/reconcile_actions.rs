@@ -778,3 +778,43 @@ async fn a_dispatched_action_deleted_while_the_controller_is_down_keeps_its_reco
     assert_eq!(lease_holder(&client, &n, "sw").await, None);
     ns.delete().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_connection_during_dispatch_is_read_back_not_resent() {
+    let (client, ns) = setup("act-unclear").await;
+    let n = ns.name().to_owned();
+    let fleet = sims("c9300-17.18", 1).await;
+    let sim = fleet.nth(0).unwrap();
+    device(&client, &n, "sw", sim.addr().port()).await;
+    // The connection dies as the request's first byte moves: the device
+    // never runs it, and the controller cannot know that from the answer.
+    sim.inject(
+        FaultSpec::rpc(
+            "/gnoi.system.System/Reboot",
+            FaultKind::Cut {
+                after_bytes: Some(0),
+                probability: None,
+                seed: 0,
+            },
+        )
+        .once(),
+    )
+    .unwrap();
+    let ctl = Controllers::start(&client, gate_on(&n));
+    action(&client, &n, "reload", "sw", "Reboot", "reboot", json!({ "delaySeconds": 3600 })).await;
+    let a = terminal(&client, &n, "reload").await;
+    assert_ended(&client, &n, &a, ActionPhase::Failed, "ActionNotApplied").await;
+    assert!(message(&a).contains("no sign of the Reboot"), "{}", message(&a));
+    let sent = sim.journal_for("/gnoi.system.System/Reboot");
+    assert_eq!(sent.len(), 1, "sent once, never again: {sent:#?}");
+    assert!(!sim.snapshot().reboot.active);
+    let evs = events_for(&client, &n, "reload").await;
+    assert!(
+        evs.iter().any(|e| e.reason.as_deref() == Some("Observing")),
+        "{evs:#?}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sim.journal_for("/gnoi.system.System/Reboot").len(), 1);
+    ctl.stop().await;
+    ns.delete().await;
+}
