@@ -24,7 +24,6 @@ use kube::{Api, Client, ResourceExt};
 use reconcile_common::*;
 use serde_json::{Value, json};
 
-
 fn gate_on(ns: &str) -> ControllerSettings {
     let mut s = settings(ns);
     s.gates.write_class = true;
@@ -134,14 +133,13 @@ async fn assert_ended(
     .await;
     let evs = events_for(client, ns, &name).await;
     assert!(
-        evs.iter()
-            .any(|e| e.reason.as_deref() == Some(want_reason)
-                && e.type_.as_deref()
-                    == Some(if want == ActionPhase::Succeeded {
-                        "Normal"
-                    } else {
-                        "Warning"
-                    })),
+        evs.iter().any(|e| e.reason.as_deref() == Some(want_reason)
+            && e.type_.as_deref()
+                == Some(if want == ActionPhase::Succeeded {
+                    "Normal"
+                } else {
+                    "Warning"
+                })),
         "no {want_reason} Event: {evs:#?}"
     );
 }
@@ -181,13 +179,31 @@ async fn every_kind_is_sent_exactly_once() {
 
     // Reboot, immediately: the device goes down and comes back.
     let reboot = fleet.nth(0).unwrap();
-    action(&client, &n, "reload", "sw-reboot", "Reboot", "reboot",
-        json!({ "message": "maintenance window", "delaySeconds": 0, "method": "COLD" })).await;
+    action(
+        &client,
+        &n,
+        "reload",
+        "sw-reboot",
+        "Reboot",
+        "reboot",
+        json!({ "message": "maintenance window", "delaySeconds": 0, "method": "COLD" }),
+    )
+    .await;
     // CancelReboot of a reboot scheduled an hour ahead.
     let cancel = fleet.nth(1).unwrap();
-    cancel.reboot(Duration::from_secs(3600), "operator").unwrap();
-    action(&client, &n, "cancel", "sw-cancel", "CancelReboot", "cancelReboot",
-        json!({ "message": "not today" })).await;
+    cancel
+        .reboot(Duration::from_secs(3600), "operator")
+        .unwrap();
+    action(
+        &client,
+        &n,
+        "cancel",
+        "sw-cancel",
+        "CancelReboot",
+        "cancelReboot",
+        json!({ "message": "not today" }),
+    )
+    .await;
     // KillProcess by name, restarted.
     let kill = fleet.nth(2).unwrap();
     let old_pid = kill
@@ -197,16 +213,32 @@ async fn every_kind_is_sent_exactly_once() {
         .find(|p| p.name == "nginx")
         .unwrap()
         .pid;
-    action(&client, &n, "kill", "sw-kill", "KillProcess", "killProcess",
-        json!({ "name": "nginx", "signal": "KILL", "restart": true })).await;
+    action(
+        &client,
+        &n,
+        "kill",
+        "sw-kill",
+        "KillProcess",
+        "killProcess",
+        json!({ "name": "nginx", "signal": "KILL", "restart": true }),
+    )
+    .await;
     // FilePut from the ConfigMap.
     let file = fleet.nth(3).unwrap();
     action(&client, &n, "put", "sw-file", "FilePut", "filePut",
         json!({ "path": "flash:/cvk/startup-bits.bin", "configMapName": "startup-bits", "permissions": 384 })).await;
     // FactoryReset.
     let reset = fleet.nth(4).unwrap();
-    action(&client, &n, "reset", "sw-reset", "FactoryReset", "factoryReset",
-        json!({ "zeroFill": true })).await;
+    action(
+        &client,
+        &n,
+        "reset",
+        "sw-reset",
+        "FactoryReset",
+        "factoryReset",
+        json!({ "zeroFill": true }),
+    )
+    .await;
 
     // Reboot.
     let a = terminal(&client, &n, "reload").await;
@@ -234,7 +266,10 @@ async fn every_kind_is_sent_exactly_once() {
     // CancelReboot.
     let a = terminal(&client, &n, "cancel").await;
     assert_ended(&client, &n, &a, ActionPhase::Succeeded, "Succeeded").await;
-    assert_eq!(cancel.journal_for("/gnoi.system.System/CancelReboot").len(), 1);
+    assert_eq!(
+        cancel.journal_for("/gnoi.system.System/CancelReboot").len(),
+        1
+    );
     assert!(!cancel.snapshot().reboot.active);
     assert_eq!(result_doc(&a).dispatch.reboot_active_before, Some(true));
 
@@ -258,7 +293,10 @@ async fn every_kind_is_sent_exactly_once() {
     let a = terminal(&client, &n, "put").await;
     assert_ended(&client, &n, &a, ActionPhase::Succeeded, "Succeeded").await;
     assert_eq!(file.journal_for("/gnoi.file.File/Put").len(), 1);
-    let mut reader = file.device().open_read("flash:/cvk/startup-bits.bin").unwrap();
+    let mut reader = file
+        .device()
+        .open_read("flash:/cvk/startup-bits.bin")
+        .unwrap();
     let mut on_device = Vec::new();
     while let Some(chunk) = reader.next_chunk(64 * 1024).unwrap() {
         on_device.extend_from_slice(&chunk);
@@ -276,12 +314,24 @@ async fn every_kind_is_sent_exactly_once() {
     assert_eq!(response["stat"]["permissions"], 600);
 
     // FileRemove of the file just written.
-    action(&client, &n, "rm", "sw-file", "FileRemove", "fileRemove",
-        json!({ "path": "flash:/cvk/startup-bits.bin" })).await;
+    action(
+        &client,
+        &n,
+        "rm",
+        "sw-file",
+        "FileRemove",
+        "fileRemove",
+        json!({ "path": "flash:/cvk/startup-bits.bin" }),
+    )
+    .await;
     let a = terminal(&client, &n, "rm").await;
     assert_ended(&client, &n, &a, ActionPhase::Succeeded, "Succeeded").await;
     assert_eq!(file.journal_for("/gnoi.file.File/Remove").len(), 1);
-    assert!(file.device().open_read("flash:/cvk/startup-bits.bin").is_err());
+    assert!(
+        file.device()
+            .open_read("flash:/cvk/startup-bits.bin")
+            .is_err()
+    );
 
     // FactoryReset.
     let a = terminal(&client, &n, "reset").await;
@@ -304,7 +354,10 @@ async fn every_kind_is_sent_exactly_once() {
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(reboot.journal_for("/gnoi.system.System/Reboot").len(), 1);
-    assert_eq!(cancel.journal_for("/gnoi.system.System/CancelReboot").len(), 1);
+    assert_eq!(
+        cancel.journal_for("/gnoi.system.System/CancelReboot").len(),
+        1
+    );
     assert_eq!(kill.journal_for("/gnoi.system.System/KillProcess").len(), 1);
     assert_eq!(file.journal_for("/gnoi.file.File/Put").len(), 1);
     assert_eq!(file.journal_for("/gnoi.file.File/Remove").len(), 1);
@@ -350,9 +403,19 @@ async fn the_api_server_refuses_mismatched_confirm_wrong_args_and_bad_paths() {
     let mut v = action_json("a", "sw1", "Reboot", "reboot", json!({}));
     v["spec"]["confirm"] = json!("sw2");
     let e = refused(v).await;
-    assert!(e.contains("spec.confirm must equal spec.deviceRef.name"), "{e}");
+    assert!(
+        e.contains("spec.confirm must equal spec.deviceRef.name"),
+        "{e}"
+    );
 
-    let e = refused(action_json("a", "sw1", "Reboot", "killProcess", json!({"pid": 5}))).await;
+    let e = refused(action_json(
+        "a",
+        "sw1",
+        "Reboot",
+        "killProcess",
+        json!({"pid": 5}),
+    ))
+    .await;
     assert!(
         e.contains("spec.action.reboot must be set when spec.action.kind is Reboot"),
         "{e}"
@@ -362,13 +425,36 @@ async fn the_api_server_refuses_mismatched_confirm_wrong_args_and_bad_paths() {
     let e = refused(v).await;
     assert!(e.contains("spec.action.fileRemove must be set"), "{e}");
 
-    let e = refused(action_json("a", "sw1", "FileRemove", "fileRemove", json!({"path": "crashinfo:x"}))).await;
+    let e = refused(action_json(
+        "a",
+        "sw1",
+        "FileRemove",
+        "fileRemove",
+        json!({"path": "crashinfo:x"}),
+    ))
+    .await;
     assert!(e.contains("spec.action.fileRemove.path"), "{e}");
-    let e = refused(action_json("a", "sw1", "FilePut", "filePut",
-        json!({"path": "flash:/a/../b", "configMapName": "c"}))).await;
+    let e = refused(action_json(
+        "a",
+        "sw1",
+        "FilePut",
+        "filePut",
+        json!({"path": "flash:/a/../b", "configMapName": "c"}),
+    ))
+    .await;
     assert!(e.contains("no empty, '.' or '..' segments"), "{e}");
-    let e = refused(action_json("a", "sw1", "KillProcess", "killProcess", json!({"pid": 0}))).await;
-    assert!(e.contains("needs a non-zero pid or a non-empty name"), "{e}");
+    let e = refused(action_json(
+        "a",
+        "sw1",
+        "KillProcess",
+        "killProcess",
+        json!({"pid": 0}),
+    ))
+    .await;
+    assert!(
+        e.contains("needs a non-zero pid or a non-empty name"),
+        "{e}"
+    );
     ns.delete().await;
 }
 
@@ -396,40 +482,83 @@ async fn refusals_and_failures_end_with_a_clear_reason_and_send_nothing_else() {
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &n);
     cms.create(
         &PostParams::default(),
-        &serde_json::from_value(json!({"metadata": {"name": "text-only"}, "data": {"content": "hi"}}))
-            .unwrap(),
+        &serde_json::from_value(
+            json!({"metadata": {"name": "text-only"}, "data": {"content": "hi"}}),
+        )
+        .unwrap(),
     )
     .await
     .unwrap();
-    unimpl.inject(FaultSpec::rpc(
-        "/gnoi.system.System/KillProcess",
-        FaultKind::Unimplemented,
-    ))
-    .unwrap();
+    unimpl
+        .inject(FaultSpec::rpc(
+            "/gnoi.system.System/KillProcess",
+            FaultKind::Unimplemented,
+        ))
+        .unwrap();
     let ctl = Controllers::start(&client, gate_on(&n));
 
-    let cases: Vec<(&str, &str, &str, &str, Value, ActionPhase, &str, &str)> = vec![
-        ("no-cm", "sw", "FilePut", "filePut",
+    // (name, device, kind, args block, args, phase, reason, text in the message)
+    type Case = (&'static str, &'static str, &'static str, &'static str);
+    let cases: Vec<(Case, Value, ActionPhase, &str, &str)> = vec![
+        (
+            ("no-cm", "sw", "FilePut", "filePut"),
             json!({"path": "flash:x.txt", "configMapName": "missing"}),
-            ActionPhase::Rejected, "ConfigMapNotFound", "\"missing\""),
-        ("text-cm", "sw", "FilePut", "filePut",
+            ActionPhase::Rejected,
+            "ConfigMapNotFound",
+            "\"missing\"",
+        ),
+        (
+            ("text-cm", "sw", "FilePut", "filePut"),
             json!({"path": "flash:x.txt", "configMapName": "text-only"}),
-            ActionPhase::Rejected, "ConfigMapContentMissing", "binaryData[\"content\"]"),
-        ("no-file", "sw", "FileRemove", "fileRemove", json!({"path": "flash:/nope/missing.cfg"}),
-            ActionPhase::Rejected, "FileNotFound", "flash:/nope/missing.cfg"),
-        ("nothing-pending", "sw", "CancelReboot", "cancelReboot", json!({}),
-            ActionPhase::Rejected, "NoRebootPending", "nothing to cancel"),
-        ("down", "down", "Reboot", "reboot", json!({}),
-            ActionPhase::Rejected, "DeviceUnavailable", "nothing was sent"),
-        ("old-reboot", "old", "Reboot", "reboot", json!({}),
-            ActionPhase::Rejected, "SystemServiceUnsupported", "UNIMPLEMENTED"),
-        ("unimplemented-kill", "sw-unimpl", "KillProcess", "killProcess", json!({"name": "nginx"}),
-            ActionPhase::Failed, "SystemServiceUnsupported", "refused by the device"),
+            ActionPhase::Rejected,
+            "ConfigMapContentMissing",
+            "binaryData[\"content\"]",
+        ),
+        (
+            ("no-file", "sw", "FileRemove", "fileRemove"),
+            json!({"path": "flash:/nope/missing.cfg"}),
+            ActionPhase::Rejected,
+            "FileNotFound",
+            "flash:/nope/missing.cfg",
+        ),
+        (
+            ("nothing-pending", "sw", "CancelReboot", "cancelReboot"),
+            json!({}),
+            ActionPhase::Rejected,
+            "NoRebootPending",
+            "nothing to cancel",
+        ),
+        (
+            ("down", "down", "Reboot", "reboot"),
+            json!({}),
+            ActionPhase::Rejected,
+            "DeviceUnavailable",
+            "nothing was sent",
+        ),
+        (
+            ("old-reboot", "old", "Reboot", "reboot"),
+            json!({}),
+            ActionPhase::Rejected,
+            "SystemServiceUnsupported",
+            "UNIMPLEMENTED",
+        ),
+        (
+            (
+                "unimplemented-kill",
+                "sw-unimpl",
+                "KillProcess",
+                "killProcess",
+            ),
+            json!({"name": "nginx"}),
+            ActionPhase::Failed,
+            "SystemServiceUnsupported",
+            "refused by the device",
+        ),
     ];
-    for (name, dev, kind, block, args, _, _, _) in &cases {
+    for ((name, dev, kind, block), args, _, _, _) in &cases {
         action(&client, &n, name, dev, kind, block, args.clone()).await;
     }
-    for (name, _, _, _, _, want, want_reason, text) in &cases {
+    for ((name, ..), _, want, want_reason, text) in &cases {
         let a = terminal(&client, &n, name).await;
         assert_ended(&client, &n, &a, *want, want_reason).await;
         assert!(message(&a).contains(text), "{name}: {}", message(&a));
@@ -443,11 +572,19 @@ async fn refusals_and_failures_end_with_a_clear_reason_and_send_nothing_else() {
     }
     // Nothing mutating reached a device, except the one KillProcess the
     // device answered UNIMPLEMENTED.
-    for m in ["/gnoi.file.File/Put", "/gnoi.file.File/Remove", "/gnoi.system.System/CancelReboot", "/gnoi.system.System/Reboot"] {
+    for m in [
+        "/gnoi.file.File/Put",
+        "/gnoi.file.File/Remove",
+        "/gnoi.system.System/CancelReboot",
+        "/gnoi.system.System/Reboot",
+    ] {
         assert_eq!(sim.journal_for(m).len(), 0, "{m}");
     }
     assert_eq!(sim.journal_for("/gnoi.system.System/KillProcess").len(), 0);
-    assert_eq!(unimpl.journal_for("/gnoi.system.System/KillProcess").len(), 1);
+    assert_eq!(
+        unimpl.journal_for("/gnoi.system.System/KillProcess").len(),
+        1
+    );
     assert_eq!(old_sim.journal_for("/gnoi.system.System/Reboot").len(), 0);
     assert_eq!(sim.snapshot().reboot.count, 0);
     for d in ["sw", "old", "down", "sw-unimpl"] {
@@ -489,7 +626,16 @@ async fn an_upgrade_holding_the_device_blocks_a_reboot_but_not_a_cancel() {
     );
     let ctl = Controllers::start(&client, gate_on(&n));
 
-    action(&client, &n, "reload", "sw", "Reboot", "reboot", json!({ "delaySeconds": 3600 })).await;
+    action(
+        &client,
+        &n,
+        "reload",
+        "sw",
+        "Reboot",
+        "reboot",
+        json!({ "delaySeconds": 3600 }),
+    )
+    .await;
     let api: Api<IOSXEOperationalAction> = Api::namespaced(client.clone(), &n);
     let a = wait_for(&api, "reload", Duration::from_secs(30), |a| {
         reason(a) == "MutationLeaseBlocked"
@@ -502,8 +648,18 @@ async fn an_upgrade_holding_the_device_blocks_a_reboot_but_not_a_cancel() {
         message(&a)
     );
     // A pending reboot (set on the device directly) can still be cancelled.
-    sim.reboot(Duration::from_secs(7200), "someone else").unwrap();
-    action(&client, &n, "cancel", "sw", "CancelReboot", "cancelReboot", json!({})).await;
+    sim.reboot(Duration::from_secs(7200), "someone else")
+        .unwrap();
+    action(
+        &client,
+        &n,
+        "cancel",
+        "sw",
+        "CancelReboot",
+        "cancelReboot",
+        json!({}),
+    )
+    .await;
     let c = terminal(&client, &n, "cancel").await;
     assert_ended(&client, &n, &c, ActionPhase::Succeeded, "Succeeded").await;
     assert_eq!(sim.journal_for("/gnoi.system.System/CancelReboot").len(), 1);
@@ -513,7 +669,10 @@ async fn an_upgrade_holding_the_device_blocks_a_reboot_but_not_a_cancel() {
         0,
         "no reboot while the upgrade holds the device"
     );
-    assert_eq!(phase(&api.get("reload").await.unwrap()), Some(ActionPhase::Pending));
+    assert_eq!(
+        phase(&api.get("reload").await.unwrap()),
+        Some(ActionPhase::Pending)
+    );
     assert_eq!(lease_holder(&client, &n, "sw").await, Some(holder.clone()));
 
     // The upgrade lets go: the reboot goes ahead, once.
@@ -550,7 +709,11 @@ struct Proc {
     metrics: SocketAddr,
 }
 
-fn spawn_controller(kubeconfig: &std::path::Path, ns: &str, pause: Option<(&str, &std::path::Path)>) -> Proc {
+fn spawn_controller(
+    kubeconfig: &std::path::Path,
+    ns: &str,
+    pause: Option<(&str, &std::path::Path)>,
+) -> Proc {
     let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let health: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_cvk-controller"));
@@ -615,27 +778,43 @@ async fn metrics_text(addr: SocketAddr) -> String {
                 }
             }
         }
-        assert!(tokio::time::Instant::now() < deadline, "no /metrics at {addr}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no /metrics at {addr}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 /// Kills the controller at `point` while it runs a Reboot, restarts it, and
 /// returns the action once terminal (with the simulator for the counts).
-async fn reboot_killed_at(point: &str, prefix: &str) -> (IOSXEOperationalAction, FleetHandle, String) {
+async fn reboot_killed_at(
+    point: &str,
+    prefix: &str,
+) -> (IOSXEOperationalAction, FleetHandle, String) {
     let (client, ns) = setup(prefix).await;
     let n = ns.name().to_owned();
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
-    shared_control_plane().write_kubeconfig(&kubeconfig).unwrap();
+    shared_control_plane()
+        .write_kubeconfig(&kubeconfig)
+        .unwrap();
     let pause_file = dir.path().join("paused");
     let fleet = sims("c9300-17.18", 1).await;
     let sim = fleet.nth(0).unwrap();
     device(&client, &n, "sw", sim.addr().port()).await;
 
     let mut first = spawn_controller(&kubeconfig, &n, Some((point, &pause_file)));
-    action(&client, &n, "reload", "sw", "Reboot", "reboot",
-        json!({ "message": "crash test", "delay": 0 })).await;
+    action(
+        &client,
+        &n,
+        "reload",
+        "sw",
+        "Reboot",
+        "reboot",
+        json!({ "message": "crash test", "delay": 0 }),
+    )
+    .await;
     wait_paused(&pause_file, point).await;
     sigkill(&mut first).await;
 
@@ -694,13 +873,16 @@ async fn killed_after_the_marker_the_reboot_is_never_sent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_after_the_dispatch_the_reboot_is_observed_not_resent() {
-    let (a, fleet, metrics) =
-        reboot_killed_at("action-after-dispatch", "act-crash-dispatch").await;
+    let (a, fleet, metrics) = reboot_killed_at("action-after-dispatch", "act-crash-dispatch").await;
     let sim = fleet.nth(0).unwrap();
     assert_eq!(sim.journal_for("/gnoi.system.System/Reboot").len(), 1);
     assert_eq!(phase(&a), Some(ActionPhase::Succeeded), "{:#?}", a.status);
     assert_eq!(reason(&a), "Succeeded");
-    assert!(message(&a).contains("read back from the device"), "{}", message(&a));
+    assert!(
+        message(&a).contains("read back from the device"),
+        "{}",
+        message(&a)
+    );
     assert_eq!(result_doc(&a).observed.unwrap()["rebootCount"], 1);
     assert_eq!(sim.snapshot().reboot.count, 1);
     assert!(
@@ -712,13 +894,15 @@ async fn killed_after_the_dispatch_the_reboot_is_observed_not_resent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dispatched_action_deleted_while_the_controller_is_down_keeps_its_record_until_the_outcome_is_known(
-) {
+async fn a_dispatched_action_deleted_while_the_controller_is_down_keeps_its_record_until_the_outcome_is_known()
+ {
     let (client, ns) = setup("act-delete").await;
     let n = ns.name().to_owned();
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
-    shared_control_plane().write_kubeconfig(&kubeconfig).unwrap();
+    shared_control_plane()
+        .write_kubeconfig(&kubeconfig)
+        .unwrap();
     let pause_file = dir.path().join("paused");
     let fleet = sims("c9300-17.18", 1).await;
     let sim = fleet.nth(0).unwrap();
@@ -739,9 +923,21 @@ async fn a_dispatched_action_deleted_while_the_controller_is_down_keeps_its_reco
     .await
     .unwrap();
 
-    let mut first = spawn_controller(&kubeconfig, &n, Some(("action-after-dispatch", &pause_file)));
-    action(&client, &n, "put", "sw", "FilePut", "filePut",
-        json!({ "path": "flash:cvk.cfg", "configMapName": "cfg" })).await;
+    let mut first = spawn_controller(
+        &kubeconfig,
+        &n,
+        Some(("action-after-dispatch", &pause_file)),
+    );
+    action(
+        &client,
+        &n,
+        "put",
+        "sw",
+        "FilePut",
+        "filePut",
+        json!({ "path": "flash:cvk.cfg", "configMapName": "cfg" }),
+    )
+    .await;
     wait_paused(&pause_file, "action-after-dispatch").await;
     sigkill(&mut first).await;
     assert_eq!(sim.journal_for("/gnoi.file.File/Put").len(), 1);
@@ -773,7 +969,11 @@ async fn a_dispatched_action_deleted_while_the_controller_is_down_keeps_its_reco
         "{evs:#?}"
     );
     assert_eq!(sim.journal_for("/gnoi.file.File/Put").len(), 1, "sent once");
-    assert_eq!(sim.journal_for("/gnoi.file.File/Get").len(), 1, "read back once");
+    assert_eq!(
+        sim.journal_for("/gnoi.file.File/Get").len(),
+        1,
+        "read back once"
+    );
     sigkill(&mut second).await;
     assert_eq!(lease_holder(&client, &n, "sw").await, None);
     ns.delete().await;
@@ -801,10 +1001,23 @@ async fn a_broken_connection_during_dispatch_is_read_back_not_resent() {
     )
     .unwrap();
     let ctl = Controllers::start(&client, gate_on(&n));
-    action(&client, &n, "reload", "sw", "Reboot", "reboot", json!({ "delaySeconds": 3600 })).await;
+    action(
+        &client,
+        &n,
+        "reload",
+        "sw",
+        "Reboot",
+        "reboot",
+        json!({ "delaySeconds": 3600 }),
+    )
+    .await;
     let a = terminal(&client, &n, "reload").await;
     assert_ended(&client, &n, &a, ActionPhase::Failed, "ActionNotApplied").await;
-    assert!(message(&a).contains("no sign of the Reboot"), "{}", message(&a));
+    assert!(
+        message(&a).contains("no sign of the Reboot"),
+        "{}",
+        message(&a)
+    );
     let sent = sim.journal_for("/gnoi.system.System/Reboot");
     assert_eq!(sent.len(), 1, "sent once, never again: {sent:#?}");
     assert!(!sim.snapshot().reboot.active);

@@ -68,11 +68,11 @@ use crate::client::factory_reset::{FactoryResetOutcome, FactoryResetParams};
 use crate::client::paths::{WRITE_PREFIXES, validate_path};
 use crate::client::system::{KillProcessParams, RebootMethod, RebootParams, Signal};
 use crate::client::{ClientError, DeviceClient, GnoiService, Support};
+use crate::crd::CiscoDevice;
 use crate::crd::action::{
     ActionArgs, ActionKind, ActionPhase, IOSXEOperationalAction, IOSXEOperationalActionStatus,
     RebootMethod as CrdRebootMethod, Signal as CrdSignal, conditions::READY,
 };
-use crate::crd::CiscoDevice;
 use crate::crd::common::ConditionStatus;
 use crate::lease::{Acquire, DeviceLocks, LeaseHolder};
 use crate::telemetry::ActionTransitionLabels;
@@ -657,11 +657,15 @@ pub fn judge(kind: ActionKind, rec: &DispatchRecord, reading: Reading) -> Outcom
     };
     let not_applied = |message: String, observed: Value| Outcome::Failed {
         reason: "ActionNotApplied".into(),
-        message: format!("{message}; the request was not sent again — create a new action to retry"),
+        message: format!(
+            "{message}; the request was not sent again — create a new action to retry"
+        ),
         detail: Some(observed),
     };
     let unclear = |e: &ClientError| Outcome::Unclear {
-        message: format!("waiting for the device to answer so the outcome of {kind} can be read: {e}"),
+        message: format!(
+            "waiting for the device to answer so the outcome of {kind} can be read: {e}"
+        ),
     };
     match reading {
         Reading::Nothing => unknown(format!(
@@ -692,12 +696,16 @@ pub fn judge(kind: ActionKind, rec: &DispatchRecord, reading: Reading) -> Outcom
                             "a reboot is pending on the device".to_owned()
                         };
                         Outcome::Succeeded {
-                            message: format!("{kind} took effect, read back from the device: {what}"),
+                            message: format!(
+                                "{kind} took effect, read back from the device: {what}"
+                            ),
                             detail: observed,
                         }
                     } else {
                         not_applied(
-                            format!("the device shows no sign of the {kind}: reboot count unchanged at {count} and no reboot pending"),
+                            format!(
+                                "the device shows no sign of the {kind}: reboot count unchanged at {count} and no reboot pending"
+                            ),
                             observed,
                         )
                     }
@@ -705,7 +713,9 @@ pub fn judge(kind: ActionKind, rec: &DispatchRecord, reading: Reading) -> Outcom
                 ActionKind::CancelReboot => {
                     if rebooted {
                         not_applied(
-                            format!("the reboot to be cancelled ran (reboot count {before} -> {count})"),
+                            format!(
+                                "the reboot to be cancelled ran (reboot count {before} -> {count})"
+                            ),
                             observed,
                         )
                     } else if active {
@@ -737,14 +747,13 @@ pub fn judge(kind: ActionKind, rec: &DispatchRecord, reading: Reading) -> Outcom
                     "the file is not on the device".into(),
                     json!({ "exists": false }),
                 ),
-                Err(e) => unknown(format!(
-                    "the outcome of FilePut cannot be read back: {e}"
-                )),
+                Err(e) => unknown(format!("the outcome of FilePut cannot be read back: {e}")),
             }
         }
         Reading::FileStat(result) => match result {
             Err(e) if is_not_found(&e) => Outcome::Succeeded {
-                message: "FileRemove took effect, read back from the device: the file is gone".into(),
+                message: "FileRemove took effect, read back from the device: the file is gone"
+                    .into(),
                 detail: json!({ "exists": false }),
             },
             Ok(_) => not_applied(
@@ -773,7 +782,9 @@ pub async fn observe(client: &DeviceClient, kind: ActionKind, rec: &DispatchReco
             Reading::Reboot(client.reboot_status().await.map(|s| (s.active, s.count)))
         }
         ActionKind::FilePut => Reading::FileHash(client.file_hash(&path()).await.map(|h| h.sha256)),
-        ActionKind::FileRemove => Reading::FileStat(client.file_stat(&path()).await.map(|s| s.len())),
+        ActionKind::FileRemove => {
+            Reading::FileStat(client.file_stat(&path()).await.map(|s| s.len()))
+        }
         ActionKind::KillProcess => Reading::Nothing,
     }
 }
@@ -850,7 +861,10 @@ pub fn running_status(
     s.completion_time = None;
     s.reason = Some("Dispatching".into());
     s.failure_reason = None;
-    let message = format!("{} is being sent to the device (invocation {invocation})", rec.kind);
+    let message = format!(
+        "{} is being sent to the device (invocation {invocation})",
+        rec.kind
+    );
     s.message = Some(message.clone());
     s.result = Some(
         ResultDoc {
@@ -996,7 +1010,11 @@ async fn patch_finalizers(
         }
     });
     match api
-        .patch(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(
+            &obj.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
         .await
     {
         Ok(o) => Ok(Some(o)),
@@ -1114,10 +1132,7 @@ impl Env<'_> {
             ActionPhase::Succeeded | ActionPhase::Running => EventType::Normal,
             _ => EventType::Warning,
         };
-        let note = format!(
-            "{} device={} {summary}: {message}",
-            self.kind, self.device
-        );
+        let note = format!("{} device={} {summary}: {message}", self.kind, self.device);
         self.ctx.publish(obj, type_, reason, "Execute", note).await;
     }
 
@@ -1155,8 +1170,13 @@ impl Env<'_> {
             && prev.reason.as_deref() == Some(reason)
             && prev.message.as_deref() == Some(message.as_str());
         if !same {
-            let status =
-                waiting_status(&prev, reason, &message, obj.metadata.generation, Timestamp::now());
+            let status = waiting_status(
+                &prev,
+                reason,
+                &message,
+                obj.metadata.generation,
+                Timestamp::now(),
+            );
             if cas_status(&self.api, obj, status).await?.is_none() {
                 return Ok(Requeue::requeue(Duration::from_millis(200)));
             }
@@ -1179,7 +1199,12 @@ impl Env<'_> {
                     ),
                 ));
             }
-            Err(e) => return Err(("NoTransport".into(), format!("reading the CiscoDevice: {e}"))),
+            Err(e) => {
+                return Err((
+                    "NoTransport".into(),
+                    format!("reading the CiscoDevice: {e}"),
+                ));
+            }
         };
         let target = resolve_target(
             &self.ctx.client,
@@ -1374,15 +1399,14 @@ async fn start(env: &Env<'_>, obj: &IOSXEOperationalAction) -> Result<Requeue, R
     )
     .await;
 
-    let answer = match tokio::time::timeout(DISPATCH_TIMEOUT, dispatch(&client, &request, content))
-        .await
-    {
-        Ok(a) => a,
-        Err(_) => Err(ClientError::DeadlineExceeded {
-            rpc: "write-class action",
-            after: DISPATCH_TIMEOUT,
-        }),
-    };
+    let answer =
+        match tokio::time::timeout(DISPATCH_TIMEOUT, dispatch(&client, &request, content)).await {
+            Ok(a) => a,
+            Err(_) => Err(ClientError::DeadlineExceeded {
+                rpc: "write-class action",
+                after: DISPATCH_TIMEOUT,
+            }),
+        };
     crate::pause::point(PAUSE_AFTER_DISPATCH).await;
     let outcome = interpret(kind, answer);
     conclude(env, &obj, &invocation, &summary, outcome, false).await
@@ -1416,13 +1440,25 @@ async fn conclude(
     };
     match &outcome {
         Outcome::Unclear { message } => {
-            env.announce(&written, ActionPhase::Running, "Observing", summary, message)
-                .await;
+            env.announce(
+                &written,
+                ActionPhase::Running,
+                "Observing",
+                summary,
+                message,
+            )
+            .await;
             Ok(Requeue::requeue(RETRY_OBSERVE))
         }
         Outcome::Succeeded { message, .. } => {
-            env.announce(&written, ActionPhase::Succeeded, "Succeeded", summary, message)
-                .await;
+            env.announce(
+                &written,
+                ActionPhase::Succeeded,
+                "Succeeded",
+                summary,
+                message,
+            )
+            .await;
             env.release(&written).await;
             remove_finalizer(&env.api, &env.name).await?;
             Ok(Requeue::await_change())
@@ -1654,12 +1690,9 @@ async fn dispatch(
             client.file_remove(path).await?;
             Ok(Answer::Accepted(json!({ "removed": path })))
         }
-        Request::FactoryReset(p) => {
-            Ok(Answer::FactoryReset(client.factory_reset(p).await?))
-        }
+        Request::FactoryReset(p) => Ok(Answer::FactoryReset(client.factory_reset(p).await?)),
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -1724,8 +1757,10 @@ mod tests {
 
     #[test]
     fn requests_follow_the_spec() {
-        let r = build_request(&obj(json!({"kind": "Reboot", "reboot": {"delay": 30, "message": "m"}})))
-            .unwrap();
+        let r = build_request(&obj(
+            json!({"kind": "Reboot", "reboot": {"delay": 30, "message": "m"}}),
+        ))
+        .unwrap();
         assert_eq!(
             r,
             Request::Reboot(RebootParams {
@@ -1736,12 +1771,19 @@ mod tests {
             })
         );
         assert_eq!(r.service(), GnoiService::System);
-        assert_eq!(r.summary(), "delaySeconds=30 force=false message=\"m\" method=\"COLD\"");
-        let r = build_request(&obj(json!({"kind": "KillProcess", "killProcess": {"name": "nginx", "signal": "HUP"}})))
-            .unwrap();
+        assert_eq!(
+            r.summary(),
+            "delaySeconds=30 force=false message=\"m\" method=\"COLD\""
+        );
+        let r = build_request(&obj(
+            json!({"kind": "KillProcess", "killProcess": {"name": "nginx", "signal": "HUP"}}),
+        ))
+        .unwrap();
         assert_eq!(r.describe()["signal"], "HUP");
-        let r = build_request(&obj(json!({"kind": "FilePut", "filePut": {"path": "flash:/a/b.txt", "configMapName": "c"}})))
-            .unwrap();
+        let r = build_request(&obj(
+            json!({"kind": "FilePut", "filePut": {"path": "flash:/a/b.txt", "configMapName": "c"}}),
+        ))
+        .unwrap();
         assert_eq!(
             r,
             Request::FilePut {
@@ -1770,19 +1812,31 @@ mod tests {
         let r = build_request(&o).unwrap_err();
         assert_eq!(r.reason, "ConfirmMismatch");
         assert!(r.message.contains("spec.confirm"));
-        let r = build_request(&obj(json!({"kind": "Reboot", "fileRemove": {"path": "flash:x"}})))
-            .unwrap_err();
+        let r = build_request(&obj(
+            json!({"kind": "Reboot", "fileRemove": {"path": "flash:x"}}),
+        ))
+        .unwrap_err();
         assert_eq!(r.reason, "InvalidAction");
         assert!(r.message.contains("spec.action"), "{}", r.message);
-        let r = build_request(&obj(json!({"kind": "FileRemove", "fileRemove": {"path": "crashinfo:x"}})))
-            .unwrap_err();
+        let r = build_request(&obj(
+            json!({"kind": "FileRemove", "fileRemove": {"path": "crashinfo:x"}}),
+        ))
+        .unwrap_err();
         assert_eq!(r.reason, "InvalidPath");
-        assert!(r.message.starts_with("spec.action.fileRemove.path"), "{}", r.message);
-        let r = build_request(&obj(json!({"kind": "FilePut", "filePut": {"path": "flash:a/../b", "configMapName": "c"}})))
-            .unwrap_err();
+        assert!(
+            r.message.starts_with("spec.action.fileRemove.path"),
+            "{}",
+            r.message
+        );
+        let r = build_request(&obj(
+            json!({"kind": "FilePut", "filePut": {"path": "flash:a/../b", "configMapName": "c"}}),
+        ))
+        .unwrap_err();
         assert_eq!(r.reason, "InvalidPath");
-        let r = build_request(&obj(json!({"kind": "KillProcess", "killProcess": {"pid": 0}})))
-            .unwrap_err();
+        let r = build_request(&obj(
+            json!({"kind": "KillProcess", "killProcess": {"pid": 0}}),
+        ))
+        .unwrap_err();
         assert_eq!(r.reason, "InvalidAction");
         let r = build_request(&obj(json!({"kind": "FilePut", "filePut": {"path": "flash:a", "configMapName": "c", "permissions": 512}})))
             .unwrap_err();
@@ -1791,12 +1845,17 @@ mod tests {
 
     #[test]
     fn content_comes_from_binary_data_only() {
-        let cm: ConfigMap = serde_json::from_value(json!({"binaryData": {"content": "aGk="}})).unwrap();
+        let cm: ConfigMap =
+            serde_json::from_value(json!({"binaryData": {"content": "aGk="}})).unwrap();
         assert_eq!(content_of(&cm, "c").unwrap(), b"hi");
         let cm: ConfigMap = serde_json::from_value(json!({"data": {"content": "hi"}})).unwrap();
         let r = content_of(&cm, "c").unwrap_err();
         assert_eq!(r.reason, "ConfigMapContentMissing");
-        assert!(r.message.contains("it has data[\"content\"]"), "{}", r.message);
+        assert!(
+            r.message.contains("it has data[\"content\"]"),
+            "{}",
+            r.message
+        );
         assert_eq!(
             sha256_hex(b"hi"),
             "8f434346648f6b96df89dda901c5176b10a6d83961dd3c1ac88b59b2dc327aa4"
@@ -1838,9 +1897,11 @@ mod tests {
         assert!(matches!(broken, Outcome::Unclear { .. }));
         let closed = interpret(
             ActionKind::FactoryReset,
-            Ok(Answer::FactoryReset(FactoryResetOutcome::ConnectionClosed {
-                detail: "eof".into(),
-            })),
+            Ok(Answer::FactoryReset(
+                FactoryResetOutcome::ConnectionClosed {
+                    detail: "eof".into(),
+                },
+            )),
         );
         assert!(matches!(closed, Outcome::Succeeded { .. }));
         let no_os = interpret(
@@ -1852,7 +1913,9 @@ mod tests {
                 detail: "no".into(),
             })),
         );
-        assert!(matches!(no_os, Outcome::Failed { ref reason, .. } if reason == "FactoryOSUnsupported"));
+        assert!(
+            matches!(no_os, Outcome::Failed { ref reason, .. } if reason == "FactoryOSUnsupported")
+        );
     }
 
     fn rec(kind: &str) -> DispatchRecord {
@@ -1878,8 +1941,14 @@ mod tests {
     fn outcomes_are_read_back_from_the_device() {
         use ActionKind::*;
         let r = rec("Reboot");
-        assert_eq!(reason_of(&judge(Reboot, &r, Reading::Reboot(Ok((false, 3))))), "Succeeded");
-        assert_eq!(reason_of(&judge(Reboot, &r, Reading::Reboot(Ok((true, 2))))), "Succeeded");
+        assert_eq!(
+            reason_of(&judge(Reboot, &r, Reading::Reboot(Ok((false, 3))))),
+            "Succeeded"
+        );
+        assert_eq!(
+            reason_of(&judge(Reboot, &r, Reading::Reboot(Ok((true, 2))))),
+            "Succeeded"
+        );
         assert_eq!(
             reason_of(&judge(Reboot, &r, Reading::Reboot(Ok((false, 2))))),
             "ActionNotApplied"
@@ -1888,7 +1957,10 @@ mod tests {
             message: "refused".into(),
             retry_after: None,
         };
-        assert_eq!(reason_of(&judge(Reboot, &r, Reading::Reboot(Err(down.clone())))), "Unclear");
+        assert_eq!(
+            reason_of(&judge(Reboot, &r, Reading::Reboot(Err(down.clone())))),
+            "Unclear"
+        );
         assert_eq!(
             reason_of(&judge(CancelReboot, &r, Reading::Reboot(Ok((false, 2))))),
             "Succeeded"
@@ -1908,17 +1980,27 @@ mod tests {
         let mut no_base = r.clone();
         no_base.reboot_count_before = None;
         assert_eq!(
-            reason_of(&judge(FactoryReset, &no_base, Reading::Reboot(Ok((false, 3))))),
+            reason_of(&judge(
+                FactoryReset,
+                &no_base,
+                Reading::Reboot(Ok((false, 3)))
+            )),
             "ActionOutcomeUnknown"
         );
-        assert_eq!(reason_of(&judge(KillProcess, &r, Reading::Nothing)), "ActionOutcomeUnknown");
+        assert_eq!(
+            reason_of(&judge(KillProcess, &r, Reading::Nothing)),
+            "ActionOutcomeUnknown"
+        );
         let nf = ClientError::Rpc {
             service: GnoiService::File,
             method: "Stat",
             code: Code::NotFound,
             message: "no".into(),
         };
-        assert_eq!(reason_of(&judge(FilePut, &r, Reading::FileHash(Ok("ab".into())))), "Succeeded");
+        assert_eq!(
+            reason_of(&judge(FilePut, &r, Reading::FileHash(Ok("ab".into())))),
+            "Succeeded"
+        );
         assert_eq!(
             reason_of(&judge(FilePut, &r, Reading::FileHash(Ok("cd".into())))),
             "ActionNotApplied"
@@ -1927,13 +2009,20 @@ mod tests {
             reason_of(&judge(FilePut, &r, Reading::FileHash(Err(nf.clone())))),
             "ActionNotApplied"
         );
-        assert_eq!(reason_of(&judge(FilePut, &r, Reading::FileHash(Err(down)))), "Unclear");
-        assert_eq!(reason_of(&judge(FileRemove, &r, Reading::FileStat(Err(nf)))), "Succeeded");
+        assert_eq!(
+            reason_of(&judge(FilePut, &r, Reading::FileHash(Err(down)))),
+            "Unclear"
+        );
+        assert_eq!(
+            reason_of(&judge(FileRemove, &r, Reading::FileStat(Err(nf)))),
+            "Succeeded"
+        );
         assert_eq!(
             reason_of(&judge(FileRemove, &r, Reading::FileStat(Ok(1)))),
             "ActionNotApplied"
         );
-        if let Outcome::Failed { message, .. } = judge(Reboot, &r, Reading::Reboot(Ok((false, 2)))) {
+        if let Outcome::Failed { message, .. } = judge(Reboot, &r, Reading::Reboot(Ok((false, 2))))
+        {
             assert!(message.contains("not sent again"), "{message}");
         }
     }
@@ -1943,7 +2032,13 @@ mod tests {
         let t0 = Timestamp::from_second(1_700_000_000).unwrap();
         let t1 = Timestamp::from_second(1_700_000_009).unwrap();
         let r = rec("Reboot");
-        let run = running_status(&IOSXEOperationalActionStatus::default(), "u/1", &r, Some(1), t0);
+        let run = running_status(
+            &IOSXEOperationalActionStatus::default(),
+            "u/1",
+            &r,
+            Some(1),
+            t0,
+        );
         assert_eq!(run.phase, Some(ActionPhase::Running));
         assert_eq!(run.invocation_id.as_deref(), Some("u/1"));
         assert_eq!(run.start_time, Some(Time(t0)));
@@ -1971,13 +2066,20 @@ mod tests {
             t1,
         );
         assert_eq!(done.phase, Some(ActionPhase::Succeeded));
-        assert_eq!(done.invocation_id.as_deref(), Some("u/1"), "the marker stays");
+        assert_eq!(
+            done.invocation_id.as_deref(),
+            Some("u/1"),
+            "the marker stays"
+        );
         assert_eq!(done.completion_time, Some(Time(t1)));
         assert_eq!(done.start_time, Some(Time(t0)));
         let doc = ResultDoc::parse(&done).unwrap();
         assert_eq!(doc.observed, Some(json!({"rebootCount": 3})));
         assert_eq!(doc.dispatch, r);
-        assert!(crate::crd::common::is_condition_true(&done.conditions, READY));
+        assert!(crate::crd::common::is_condition_true(
+            &done.conditions,
+            READY
+        ));
         let rej = rejected_status(
             &IOSXEOperationalActionStatus::default(),
             &Rejection::new("FileNotFound", "gone"),
@@ -1994,7 +2096,10 @@ mod tests {
     #[test]
     fn windows_and_markers() {
         assert_eq!(outcome_window(ActionKind::Reboot), DISRUPTIVE_WINDOW);
-        assert_eq!(outcome_window(ActionKind::KillProcess), Duration::from_secs(305));
+        assert_eq!(
+            outcome_window(ActionKind::KillProcess),
+            Duration::from_secs(305)
+        );
         let o = obj(json!({"kind": "CancelReboot", "cancelReboot": {}}));
         assert_eq!(invocation_id(&o), "u-1/1");
         let mut o = o;
