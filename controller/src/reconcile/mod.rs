@@ -5,7 +5,8 @@
 //!    └─ run_controllers(client, settings, shutdown)
 //!         ├─ CiscoDevice          device::reconcile     probe -> status, requeue
 //!         ├─ DeviceOperation      operation::reconcile  observe -> step -> execute -> status
-//!         ├─ IOSXEOperationalAction  gate::reconcile    (while the write-class gate is off)
+//!         ├─ IOSXEOperationalAction  action::reconcile  (write-class gate on; at most once)
+//!         │                          gate::reconcile    (while the write-class gate is off)
 //!         └─ IOSXESoftwareUpgrade    gate::reconcile    (while the upgrade gate is off)
 //!  shared: Context { kube client, ClientPool (capability cache), Recorder, metrics }
 //! ```
@@ -375,9 +376,8 @@ async fn drive<K, F, Fut>(
 }
 
 /// Runs every controller of `ctx.settings` until `shutdown` fires; a
-/// reconcile in flight is allowed to finish. Gated kinds are watched only
-/// while their gate is off (to say so in their status); their full
-/// reconcilers are registered by the features that implement them.
+/// reconcile in flight is allowed to finish. A gated kind runs its full
+/// reconciler while its gate is on, and the gate reporter while it is off.
 pub async fn run_with_context(ctx: Arc<Context>, shutdown: CancellationToken) {
     let client = ctx.client.clone();
     let scope = ctx.settings.scope.clone();
