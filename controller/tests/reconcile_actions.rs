@@ -60,7 +60,7 @@ async fn action(
 
 async fn terminal(client: &Client, ns: &str, name: &str) -> IOSXEOperationalAction {
     let api: Api<IOSXEOperationalAction> = Api::namespaced(client.clone(), ns);
-    wait_for(&api, name, Duration::from_secs(60), |a| {
+    wait_for(&api, name, Duration::from_secs(120), |a| {
         a.status
             .as_ref()
             .and_then(|s| s.phase)

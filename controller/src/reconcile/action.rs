@@ -110,6 +110,19 @@ pub fn outcome_window(kind: ActionKind) -> Duration {
     }
 }
 
+/// How long after `startTime` a dispatch may still be in flight somewhere
+/// (another controller serving the same object, or this one before a
+/// restart): connect, plus the RPC's deadline (the stream idle timeout for
+/// FilePut), plus a grace for the status write. Before then, a device that
+/// shows no effect is not yet proof that the action was not applied.
+pub fn settle_time(kind: ActionKind, t: &crate::client::Timeouts) -> Duration {
+    let rpc = match kind {
+        ActionKind::FilePut => t.stream_idle,
+        _ => t.control,
+    };
+    t.connect + rpc + PERSIST_GRACE
+}
+
 /// The at-most-once marker of `obj`: `<uid>/<generation>`, or
 /// `<namespace>/<name>/<generation>` for an object without a uid.
 pub fn invocation_id(obj: &IOSXEOperationalAction) -> String {
@@ -1541,6 +1554,18 @@ async fn observe_dispatched(
             judge(env.kind, &doc.dispatch, reading)
         }
     };
+    let settle = settle_time(env.kind, &env.ctx.settings.gnoi.timeouts);
+    let outcome = match outcome {
+        Outcome::Failed {
+            reason, message, ..
+        } if elapsed < settle && reason != "ActionFailed" => Outcome::Unclear {
+            message: format!(
+                "{message} (not concluded before {}s after dispatch, in case the dispatch is still in flight)",
+                settle.as_secs()
+            ),
+        },
+        other => other,
+    };
     let outcome = match outcome {
         Outcome::Unclear { message } if elapsed >= window => Outcome::Failed {
             reason: "ActionOutcomeUnknown".into(),
@@ -2091,6 +2116,19 @@ mod tests {
         assert_eq!(rej.invocation_id, None);
         assert_eq!(rej.conditions[0].reason, "FileNotFound");
         assert_eq!(rej.conditions[0].status, "False");
+    }
+
+    #[test]
+    fn a_dispatch_settles_after_connect_rpc_and_grace() {
+        let t = crate::client::Timeouts::default();
+        assert_eq!(
+            settle_time(ActionKind::Reboot, &t),
+            t.connect + t.control + PERSIST_GRACE
+        );
+        assert_eq!(
+            settle_time(ActionKind::FilePut, &t),
+            t.connect + t.stream_idle + PERSIST_GRACE
+        );
     }
 
     #[test]
