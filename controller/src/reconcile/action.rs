@@ -7,9 +7,10 @@
 //!  fresh object ─> step (pure)
 //!    ├─ Start ─> checks (confirm, args, path, ConfigMap) ──────────────── Rejected
 //!    │           device + target (missing: Pending NoTransport, retry)
+//!    │           finalizer
 //!    │           device Lease (busy: Pending MutationLeaseBlocked, retry; CancelReboot skips it)
 //!    │           cached UNIMPLEMENTED, baseline read (RebootStatus/Time/Stat) ─ Rejected
-//!    │           finalizer ─> Running + invocationID + dispatch record   (CAS on resourceVersion)
+//!    │           Running + invocationID + dispatch record   (CAS on resourceVersion)
 //!    │           ── pause "action-after-marker" ──
 //!    │           the one RPC ─── pause "action-after-dispatch" ──
 //!    │           answer ─> Succeeded | Failed (CAS: only if still Running with our marker)
@@ -39,7 +40,8 @@
 //!   action is terminal, so it never runs while an upgrade holds the
 //!   device.
 //! * **Finalizer** `ops.cisco.vk/iosxeoperationalaction-finalizer`: added
-//!   before the marker, removed once terminal. A dispatched action that is
+//!   before the Lease is taken, removed once terminal (with the Lease
+//!   released first). A dispatched action that is
 //!   deleted stays (Warning `DeletionPending`) until its outcome is known.
 //! * **Events and metrics** on every transition:
 //!   `cisco_vk_iosxe_operational_action_transitions_total{device,kind,phase,reason}`.
@@ -1325,6 +1327,14 @@ async fn start(env: &Env<'_>, obj: &IOSXEOperationalAction) -> Result<Requeue, R
         Err((reason, message)) => return env.wait(obj, &reason, message, &summary).await,
     };
 
+    // The finalizer comes before the Lease: whatever holds the Lease also
+    // holds the finalizer, so a crash anywhere after this point leaves
+    // cleanup for the Finished or Abandon step.
+    let Some(obj) = add_finalizer(&env.api, obj).await? else {
+        return Ok(Requeue::requeue(Duration::from_millis(200)));
+    };
+    let obj = &obj;
+
     if kind.needs_device_lease() {
         match env
             .locks()
@@ -1390,15 +1400,12 @@ async fn start(env: &Env<'_>, obj: &IOSXEOperationalAction) -> Result<Requeue, R
         return env.reject(obj, r, &summary).await;
     }
 
-    // Finalizer, then the marker: compare-and-swap on resourceVersion.
-    let Some(obj) = add_finalizer(&env.api, obj).await? else {
-        return Ok(Requeue::requeue(Duration::from_millis(200)));
-    };
-    let invocation = invocation_id(&obj);
+    // The marker: compare-and-swap on resourceVersion.
+    let invocation = invocation_id(obj);
     let generation = obj.metadata.generation;
     let prev = obj.status.clone().unwrap_or_default();
     let running = running_status(&prev, &invocation, &rec, generation, Timestamp::now());
-    let Some(obj) = cas_status(&env.api, &obj, running).await? else {
+    let Some(obj) = cas_status(&env.api, obj, running).await? else {
         // Someone else wrote first; decide again from what they wrote.
         return Ok(Requeue::requeue(Duration::from_millis(200)));
     };
