@@ -1031,3 +1031,53 @@ async fn a_broken_connection_during_dispatch_is_read_back_not_resent() {
     ctl.stop().await;
     ns.delete().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_left_by_a_finished_action_is_taken_over_but_not_one_of_a_running_action() {
+    let (client, ns) = setup("act-stale-lease").await;
+    let n = ns.name().to_owned();
+    let a = action(&client, &n, "done", "sw", "Reboot", "reboot", json!({})).await;
+    let locks = DeviceLocks::new(client.clone(), &n, "test");
+    let held_by_action = LeaseHolder {
+        kind: "IOSXEOperationalAction".into(),
+        namespace: n.clone(),
+        name: "done".into(),
+        uid: a.uid().unwrap(),
+    };
+    let upgrade = LeaseHolder {
+        kind: "IOSXESoftwareUpgrade".into(),
+        namespace: n.clone(),
+        name: "later".into(),
+        uid: "u-2".into(),
+    };
+    use cvk_controller::lease::Acquire;
+    assert_eq!(
+        locks.acquire(&n, "sw", &held_by_action).await.unwrap(),
+        Acquire::Held
+    );
+    let api: Api<IOSXEOperationalAction> = Api::namespaced(client.clone(), &n);
+    let set_phase = |phase: &'static str| {
+        let api = api.clone();
+        async move {
+            api.patch_status(
+                "done",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(json!({"status": {"phase": phase}})),
+            )
+            .await
+            .unwrap();
+        }
+    };
+    set_phase("Running").await;
+    assert!(matches!(
+        locks.acquire(&n, "sw", &upgrade).await.unwrap(),
+        Acquire::Busy(who) if who == format!("IOSXEOperationalAction/{n}/done")
+    ));
+    set_phase("Succeeded").await;
+    assert_eq!(
+        locks.acquire(&n, "sw", &upgrade).await.unwrap(),
+        Acquire::Held
+    );
+    assert_eq!(lease_holder(&client, &n, "sw").await, Some(upgrade));
+    ns.delete().await;
+}

@@ -1104,18 +1104,35 @@ impl Env<'_> {
         )
     }
 
-    async fn release(&self, obj: &IOSXEOperationalAction) {
+    /// Releases the device Lease if this action holds it; `false` when the
+    /// API refused (the finalizer then stays, and the next reconcile tries
+    /// again).
+    async fn release(&self, obj: &IOSXEOperationalAction) -> bool {
         if !self.kind.needs_device_lease() {
-            return;
+            return true;
         }
-        if let Err(e) = self
+        match self
             .locks()
             .release(&self.ns, &self.device, &self.holder(obj))
             .await
         {
-            tracing::warn!(action = %self.name, device = %self.device, error = %e,
-                "releasing the device lease failed; it is released on the next reconcile or taken over once this action is gone");
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(action = %self.name, device = %self.device, error = %e,
+                    "releasing the device lease failed; retrying");
+                false
+            }
         }
+    }
+
+    /// Releases the Lease, then removes the finalizer; retried later if the
+    /// Lease could not be released.
+    async fn clean_up(&self, obj: &IOSXEOperationalAction) -> Result<Requeue, ReconcileError> {
+        if !self.release(obj).await {
+            return Ok(Requeue::requeue(RETRY_WAIT));
+        }
+        remove_finalizer(&self.api, &self.name).await?;
+        Ok(Requeue::await_change())
     }
 
     fn count(&self, phase: ActionPhase, reason: &str) {
@@ -1166,9 +1183,7 @@ impl Env<'_> {
         }
         self.announce(obj, ActionPhase::Rejected, &r.reason, summary, &r.message)
             .await;
-        self.release(obj).await;
-        remove_finalizer(&self.api, &self.name).await?;
-        Ok(Requeue::await_change())
+        self.clean_up(obj).await
     }
 
     /// Pending while something the action needs is missing; announced once
@@ -1267,11 +1282,7 @@ pub async fn reconcile(
         ActionStep::OutOfScope | ActionStep::Finished { cleanup: false } => {
             Ok(Requeue::await_change())
         }
-        ActionStep::Finished { cleanup: true } | ActionStep::Abandon => {
-            env.release(&obj).await;
-            remove_finalizer(&env.api, &env.name).await?;
-            Ok(Requeue::await_change())
-        }
+        ActionStep::Finished { cleanup: true } | ActionStep::Abandon => env.clean_up(&obj).await,
         ActionStep::Observe => observe_dispatched(&env, &obj).await,
         ActionStep::Start => start(&env, &obj).await,
     }
@@ -1479,18 +1490,14 @@ async fn conclude(
                 message,
             )
             .await;
-            env.release(&written).await;
-            remove_finalizer(&env.api, &env.name).await?;
-            Ok(Requeue::await_change())
+            env.clean_up(&written).await
         }
         Outcome::Failed {
             reason, message, ..
         } => {
             env.announce(&written, ActionPhase::Failed, reason, summary, message)
                 .await;
-            env.release(&written).await;
-            remove_finalizer(&env.api, &env.name).await?;
-            Ok(Requeue::await_change())
+            env.clean_up(&written).await
         }
     }
 }
