@@ -9,7 +9,8 @@
 //! Lease's resourceVersion. A lock whose holder object no longer exists (it
 //! was force-deleted past its finalizer) is taken over; so is one that was not
 //! renewed within its duration, a safety net measured in hours because an
-//! IOS-XE reload plus an install can legitimately take a long time.
+//! IOS-XE reload plus an install can legitimately take a long time; and so is
+//! one held by an IOSXEOperationalAction that is already terminal.
 
 use std::fmt;
 
@@ -339,7 +340,17 @@ impl DeviceLocks {
         let ar = ApiResource::from_gvk_with_plural(&gvk, plural);
         let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &h.namespace, &ar);
         match api.get_opt(&h.name).await {
-            Ok(Some(obj)) => obj.metadata.uid.as_deref() == Some(h.uid.as_str()),
+            Ok(Some(obj)) if obj.metadata.uid.as_deref() == Some(h.uid.as_str()) => {
+                // A write-class action holds a device only until it is
+                // terminal; one that ended without releasing (a crash
+                // between its last status write and the release) no longer
+                // does.
+                !(h.kind == "IOSXEOperationalAction"
+                    && obj.data["status"]["phase"]
+                        .as_str()
+                        .is_some_and(|p| matches!(p, "Succeeded" | "Failed" | "Rejected")))
+            }
+            Ok(Some(_)) => false,
             Ok(None) => false,
             Err(e) => {
                 tracing::warn!(holder = %holder, error = %e, "cannot check the device lease holder; treating it as alive");

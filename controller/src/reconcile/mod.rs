@@ -5,7 +5,8 @@
 //!    └─ run_controllers(client, settings, shutdown)
 //!         ├─ CiscoDevice          device::reconcile     probe -> status, requeue
 //!         ├─ DeviceOperation      operation::reconcile  observe -> step -> execute -> status
-//!         ├─ IOSXEOperationalAction  gate::reconcile    (while the write-class gate is off)
+//!         ├─ IOSXEOperationalAction  action::reconcile  (write-class gate on; at most once)
+//!         │                          gate::reconcile    (while the write-class gate is off)
 //!         └─ IOSXESoftwareUpgrade    gate::reconcile    (while the upgrade gate is off)
 //!  shared: Context { kube client, ClientPool (capability cache), Recorder, metrics }
 //! ```
@@ -22,6 +23,7 @@
 //! watch is narrowed by field selector and operations for other devices are
 //! left untouched, for the per-device pod of the specification).
 
+pub mod action;
 pub mod conditions;
 pub mod device;
 pub mod gate;
@@ -86,6 +88,10 @@ pub struct ControllerSettings {
     pub identity: String,
     /// Limits of DeviceOperation outputs.
     pub output_limits: operation::OutputLimits,
+    /// Namespace of the per-device mutation Leases (`--lease-namespace`,
+    /// `CONFIG_LEASE_NAMESPACE`); `None` keeps each Lease in its device's
+    /// namespace.
+    pub lease_namespace: Option<String>,
 }
 
 impl ControllerSettings {
@@ -101,7 +107,15 @@ impl ControllerSettings {
             probe_interval: Duration::from_secs(60),
             identity: MANAGER.to_owned(),
             output_limits: operation::OutputLimits::default(),
+            lease_namespace: None,
         }
+    }
+
+    /// Namespace of the mutation Lease of a device in `device_namespace`.
+    pub fn lease_namespace_for(&self, device_namespace: &str) -> String {
+        self.lease_namespace
+            .clone()
+            .unwrap_or_else(|| device_namespace.to_owned())
     }
 
     /// From the flags of `cvk-controller run`; `default_namespace` is the
@@ -145,6 +159,7 @@ impl ControllerSettings {
             probe_interval: args.probe_interval(),
             identity: args.identity(),
             output_limits: operation::OutputLimits::default(),
+            lease_namespace: args.lease_namespace.clone(),
         })
     }
 }
@@ -361,9 +376,8 @@ async fn drive<K, F, Fut>(
 }
 
 /// Runs every controller of `ctx.settings` until `shutdown` fires; a
-/// reconcile in flight is allowed to finish. Gated kinds are watched only
-/// while their gate is off (to say so in their status); their full
-/// reconcilers are registered by the features that implement them.
+/// reconcile in flight is allowed to finish. A gated kind runs its full
+/// reconciler while its gate is on, and the gate reporter while it is off.
 pub async fn run_with_context(ctx: Arc<Context>, shutdown: CancellationToken) {
     let client = ctx.client.clone();
     let scope = ctx.settings.scope.clone();
@@ -413,7 +427,18 @@ pub async fn run_with_context(ctx: Arc<Context>, shutdown: CancellationToken) {
     );
     let gates = ctx.settings.gates;
     let actions = async {
-        if !gates.is_enabled(Gate::WriteClass) {
+        if gates.is_enabled(Gate::WriteClass) {
+            drive(
+                Controller::new(
+                    api_for::<IOSXEOperationalAction>(&client, &scope),
+                    watcher::Config::default(),
+                ),
+                action::reconcile,
+                ctx.clone(),
+                shutdown.clone(),
+            )
+            .await;
+        } else {
             drive(
                 Controller::new(
                     api_for::<IOSXEOperationalAction>(&client, &scope),

@@ -221,6 +221,10 @@ pub struct JournalExpectation {
     pub device: String,
     /// Full method (`/gnoi.os.OS/Activate`) or a part of it (`Activate`).
     pub method: String,
+    /// Match `method` exactly instead of as a part, so
+    /// `/gnoi.system.System/Reboot` does not also count `RebootStatus`.
+    #[serde(default)]
+    pub exact: bool,
     /// Exactly this many.
     #[serde(default)]
     pub count: Option<usize>,

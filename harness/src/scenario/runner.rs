@@ -632,7 +632,11 @@ fn check(
             // Lab switches keep no journal this runner can read.
             return;
         };
-        let n = sim.journal_count(&j.method);
+        let n = if j.exact {
+            sim.journal_count_exact(&j.method)
+        } else {
+            sim.journal_count(&j.method)
+        };
         let ok = j.count.is_none_or(|c| n == c)
             && j.min.is_none_or(|m| n >= m)
             && j.max.is_none_or(|m| n <= m);

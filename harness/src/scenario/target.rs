@@ -150,6 +150,11 @@ impl SimDevice {
             .filter(|e| e.method.contains(method))
             .count()
     }
+
+    /// How many RPCs of exactly `method` the device saw.
+    pub fn journal_count_exact(&self, method: &str) -> usize {
+        self.handle.journal_for(method).len()
+    }
 }
 
 /// Credentials every simulated device checks.
