@@ -8,4 +8,5 @@ pub mod lease;
 pub mod pause;
 pub mod reconcile;
 pub mod telemetry;
+pub mod upgrade;
 pub mod version;
