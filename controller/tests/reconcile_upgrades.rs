@@ -33,6 +33,8 @@ fn upgrade_settings(ns: &str) -> ControllerSettings {
     let mut s = settings(ns);
     s.gates.software_upgrade = true;
     s.upgrade.chunk_bytes = 64 * 1024;
+    // A cache of this test's own (namespaces are unique per run).
+    s.upgrade.image_cache_dir = std::env::temp_dir().join(format!("cvk-upgrade-cache-{ns}"));
     s
 }
 
@@ -678,6 +680,96 @@ async fn windows_locks_and_deletion() {
         "{:#?}",
         second.status
     );
+    ctl.stop().await;
+    ns.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_source_streams_verifies_the_digest_and_retries() {
+    let (client, ns) = setup("upg-http").await;
+    let fleet = sim_fleet(3).await;
+    let ctl = Controllers::start(&client, upgrade_settings(ns.name()));
+    let dir = tempfile::tempdir().unwrap();
+    const OTHER: &str = "17.18.04.0.4300.1771000000";
+    std::fs::write(dir.path().join("new.bin"), image(NEW)).unwrap();
+    std::fs::write(dir.path().join("other.bin"), image(OTHER)).unwrap();
+    let http =
+        iosxe_sim::image_servers::HttpServer::start(dir.path(), "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+    let sims: Vec<_> = (0..3).map(|i| fleet.nth(i).unwrap()).collect();
+    for (i, sim) in sims.iter().enumerate() {
+        device(&client, ns.name(), &format!("sw{i}"), sim.addr().port()).await;
+    }
+    let sha = |b: &[u8]| hex::encode(Sha256::digest(b));
+    let url_spec = |dev: &str, file: &str, digest: String, target: &str| {
+        json!({
+            "deviceRef": {"name": dev},
+            "imageSource": {"url": http.url(file), "sha256": digest},
+            "targetVersion": target,
+            "rebootTimeoutSeconds": 60,
+        })
+    };
+    upgrade(
+        &client,
+        ns.name(),
+        "ok",
+        url_spec("sw0", "new.bin", sha(&image(NEW)), TARGET),
+    )
+    .await;
+    // A digest the bytes do not have (and no cached image has: the cache
+    // is content-addressed, so a known digest would be served from it).
+    upgrade(
+        &client,
+        ns.name(),
+        "bad",
+        url_spec("sw1", "other.bin", sha(b"some other bytes"), "17.18.04"),
+    )
+    .await;
+    let ok = terminal(&client, ns.name(), "ok", Duration::from_secs(60)).await;
+    assert_eq!(
+        phase(&ok),
+        Some(UpgradePhase::Succeeded),
+        "{:#?}",
+        ok.status
+    );
+    let notes = transitions(&client, ns.name(), "ok").await;
+    assert!(
+        notes.contains(&"Transferring → Validating: image hash verified".to_owned()),
+        "{notes:#?}"
+    );
+    let bad = terminal(&client, ns.name(), "bad", Duration::from_secs(60)).await;
+    assert_eq!(
+        phase(&bad),
+        Some(UpgradePhase::ValidationFailed),
+        "{:#?}",
+        bad.status
+    );
+    assert_eq!(reason(&bad), "SourceDigestMismatch");
+    assert!(sims[1].journal_for(ACTIVATE).is_empty());
+    assert!(
+        !sims[1].snapshot().staged.iter().any(|i| i.version == OTHER),
+        "a wrong image must not be staged"
+    );
+
+    // A download cut once is retried; the retry completes.
+    http.faults().cut_next(200_000, 1);
+    upgrade(
+        &client,
+        ns.name(),
+        "cut",
+        url_spec("sw2", "other.bin", sha(&image(OTHER)), "17.18.04"),
+    )
+    .await;
+    let cut = terminal(&client, ns.name(), "cut", Duration::from_secs(90)).await;
+    assert_eq!(
+        phase(&cut),
+        Some(UpgradePhase::Succeeded),
+        "{:#?}",
+        cut.status
+    );
+    assert_eq!(cut.status.as_ref().unwrap().retry_count, Some(1));
+    assert_eq!(sims[2].snapshot().running_version, OTHER);
     ctl.stop().await;
     ns.delete().await;
 }

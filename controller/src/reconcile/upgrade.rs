@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::StreamExt;
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action as KubeAction;
 use kube::runtime::events::EventType;
@@ -46,6 +46,10 @@ use crate::client::{ClientError, DeviceClient};
 use crate::crd::upgrade::{IOSXESoftwareUpgradeStatus, Source, UpgradePhase};
 use crate::crd::{CiscoDevice, IOSXESoftwareUpgrade};
 use crate::lease::{Acquire, DeviceLocks, LeaseHolder};
+use crate::source::{
+    FetchRequest, ImageCache, ImageStream, SourceError, SourceSettings, UrlCredentials,
+    source_error,
+};
 use crate::upgrade::step::{
     Action, ActivationObs, ActivationResult, DeviceObs, DeviceState, LeaseObs, Observation,
     SourceObs, StagedImage, TransferObs, TransferState, step,
@@ -100,6 +104,7 @@ struct TransferTask {
 /// time of the last progress write, per object UID.
 pub struct Runtime {
     settings: UpgradeSettings,
+    cache: Result<ImageCache, SourceError>,
     permits: Arc<Semaphore>,
     transfers: Mutex<HashMap<String, TransferTask>>,
     progress_written: Mutex<HashMap<String, Instant>>,
@@ -108,7 +113,12 @@ pub struct Runtime {
 impl Runtime {
     /// A runtime for `settings`.
     pub fn new(settings: UpgradeSettings) -> Self {
+        let mut source = SourceSettings::new(settings.image_cache_dir.clone());
+        source.max_image_bytes = settings.max_image_bytes;
+        source.allow_insecure_ssh = settings.allow_insecure_ssh;
+        source.max_concurrent_fetches = settings.max_concurrent_transfers.max(1);
         Self {
+            cache: ImageCache::new(source),
             permits: Arc::new(Semaphore::new(settings.max_concurrent_transfers.max(1))),
             settings,
             transfers: Mutex::new(HashMap::new()),
@@ -164,6 +174,55 @@ impl Runtime {
 enum Content {
     /// A configMapRef image (small by definition).
     Bytes(Bytes),
+    /// A url image, streamed from the content-addressed cache.
+    Url(ImageStream),
+}
+
+/// A transfer attempt that could not start, as the step sees it.
+fn source_failure(e: &SourceError) -> TransferState {
+    match e {
+        SourceError::DigestMismatch { .. } => TransferState::DigestMismatch(e.to_string()),
+        e if e.is_retryable() => TransferState::Interrupted(format!("{}: {e}", e.reason())),
+        e => TransferState::Failed {
+            reason: e.reason().to_owned(),
+            message: e.to_string(),
+        },
+    }
+}
+
+async fn url_credentials(
+    ctx: &Context,
+    ns: &str,
+    up: &IOSXESoftwareUpgrade,
+) -> Result<Option<UrlCredentials>, TransferState> {
+    let Some(r) = &up.spec.image_source.url_secret_ref else {
+        return Ok(None);
+    };
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let secret = match api.get_opt(&r.name).await {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            return Err(TransferState::Failed {
+                reason: "SourceCredentialsInvalid".into(),
+                message: format!(
+                    "spec.imageSource.urlSecretRef: Secret {:?} does not exist in namespace {ns:?}",
+                    r.name
+                ),
+            });
+        }
+        Err(e) => {
+            return Err(TransferState::Interrupted(format!(
+                "reading Secret {:?}: {e}",
+                r.name
+            )));
+        }
+    };
+    UrlCredentials::from_secret_data(&secret.data.unwrap_or_default())
+        .map(Some)
+        .map_err(|e| TransferState::Failed {
+            reason: e.reason().to_owned(),
+            message: format!("spec.imageSource.urlSecretRef {:?}: {e}", r.name),
+        })
 }
 
 fn has_finalizer(up: &IOSXESoftwareUpgrade) -> bool {
@@ -643,12 +702,34 @@ async fn start_transfer(
             Ok(b) => Content::Bytes(b),
             Err((reason, message)) => return failed(reason, message),
         },
-        Ok(Source::Url { .. }) => {
-            return failed(
-                "ImageSourceUnsupported".into(),
-                "url image sources need the image-source module, which this build does not include"
-                    .into(),
-            );
+        Ok(Source::Url { url, sha256, .. }) => {
+            let credentials = match url_credentials(ctx, ns, up).await {
+                Ok(c) => c,
+                Err(state) => return TransferObs { attempt, state },
+            };
+            let cache = match &ctx.upgrades.cache {
+                Ok(c) => c,
+                Err(e) => {
+                    return TransferObs {
+                        attempt,
+                        state: source_failure(e),
+                    };
+                }
+            };
+            let req = FetchRequest {
+                url: url.to_owned(),
+                sha256: sha256.to_owned(),
+                credentials,
+            };
+            match cache.open(&req).await {
+                Ok(stream) => Content::Url(stream),
+                Err(e) => {
+                    return TransferObs {
+                        attempt,
+                        state: source_failure(&e),
+                    };
+                }
+            }
         }
         Ok(_) | Err(_) => {
             return failed(
@@ -659,6 +740,7 @@ async fn start_transfer(
     };
     let total = match &content {
         Content::Bytes(b) => Some(b.len() as u64),
+        Content::Url(stream) => stream.total_bytes(),
     };
     let rt = &ctx.upgrades;
     rt.cancel(uid);
@@ -694,6 +776,7 @@ async fn start_transfer(
             },
         };
         let started = Instant::now();
+        let source_err: Arc<Mutex<Option<SourceError>>> = Arc::new(Mutex::new(None));
         let stream = match content {
             Content::Bytes(b) => {
                 let chunks: Vec<Result<Bytes, std::io::Error>> = (0..b.len())
@@ -701,6 +784,21 @@ async fn start_transfer(
                     .map(|i| Ok(b.slice(i..(i + 64 * 1024).min(b.len()))))
                     .collect();
                 futures::stream::iter(chunks).boxed()
+            }
+            // Source errors end the stream before TransferEnd, so the
+            // device discards the partial image; the error is kept to tell
+            // a digest mismatch from a broken download.
+            Content::Url(stream) => {
+                let slot = source_err.clone();
+                stream
+                    .inspect(move |item| {
+                        if let Err(e) = item
+                            && let Some(se) = source_error(e)
+                        {
+                            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(se.clone());
+                        }
+                    })
+                    .boxed()
             }
         };
         let progress_state = state.clone();
@@ -745,7 +843,11 @@ async fn start_transfer(
                     _ => 0,
                 };
                 metrics.transferred(&device, bytes, started.elapsed(), e.category());
+                let from_source = source_err.lock().unwrap_or_else(|p| p.into_inner()).take();
                 match e {
+                    ClientError::ContentSource { .. } if from_source.is_some() => {
+                        source_failure(from_source.as_ref().expect("checked"))
+                    }
                     ClientError::ServiceUnsupported { .. } => TransferState::Failed {
                         reason: "OSServiceUnsupported".into(),
                         message: e.to_string(),
