@@ -762,29 +762,6 @@ fn describe_bounds(count: Option<usize>, min: Option<usize>, max: Option<usize>)
     parts.join(", ")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn subsequence_allows_gaps_but_keeps_order() {
-        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        assert!(is_subsequence(
-            &s(&["Pending", "Succeeded"]),
-            &s(&["Pending", "Running", "Succeeded"])
-        ));
-        assert!(!is_subsequence(
-            &s(&["Succeeded", "Pending"]),
-            &s(&["Pending", "Running", "Succeeded"])
-        ));
-        assert!(!is_subsequence(
-            &s(&["Failed"]),
-            &s(&["Pending", "Succeeded"])
-        ));
-        assert!(is_subsequence(&[], &s(&["Pending"])));
-    }
-}
-
 /// Generates the scenario's images under `<log_dir>/images` and serves them
 /// over HTTP on loopback until the returned server is dropped; sets the
 /// `images.<name>.*` template keys.
@@ -820,4 +797,27 @@ async fn serve_images(
         vars.set(format!("{p}.size"), img.size.to_string());
     }
     Ok(Some(server))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subsequence_allows_gaps_but_keeps_order() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert!(is_subsequence(
+            &s(&["Pending", "Succeeded"]),
+            &s(&["Pending", "Running", "Succeeded"])
+        ));
+        assert!(!is_subsequence(
+            &s(&["Succeeded", "Pending"]),
+            &s(&["Pending", "Running", "Succeeded"])
+        ));
+        assert!(!is_subsequence(
+            &s(&["Failed"]),
+            &s(&["Pending", "Succeeded"])
+        ));
+        assert!(is_subsequence(&[], &s(&["Pending"])));
+    }
 }
