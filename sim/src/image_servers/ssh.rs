@@ -259,7 +259,7 @@ impl russh::server::Handler for Conn {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         let cmd = String::from_utf8_lossy(data).into_owned();
-        let Some(path) = cmd.strip_prefix("scp -f ").map(unquote) else {
+        let Some((path, preserve)) = parse_scp_source(&cmd) else {
             session.channel_failure(id)?;
             return Ok(());
         };
@@ -271,7 +271,7 @@ impl russh::server::Handler for Conn {
         let handle = session.handle();
         let ctx = Arc::clone(&self.ctx);
         tokio::spawn(async move {
-            let code = match scp_send(&ctx, channel, &path).await {
+            let code = match scp_send(&ctx, channel, &path, preserve).await {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::debug!(error = %e, "scp send ended");
@@ -284,6 +284,32 @@ impl russh::server::Handler for Conn {
         });
         Ok(())
     }
+}
+
+/// `scp [-p] [-v] -f [--] <path>` (flags may be combined, as `-pf`):
+/// the path and whether times are to be preserved (`-p`).
+fn parse_scp_source(cmd: &str) -> Option<(String, bool)> {
+    let rest = cmd.trim().strip_prefix("scp ")?;
+    let mut from = false;
+    let mut preserve = false;
+    let mut rest = rest.trim_start();
+    while let Some(flags) = rest.strip_prefix('-') {
+        let (word, tail) = flags.split_once(' ')?;
+        if word == "-" {
+            rest = tail.trim_start();
+            break;
+        }
+        for c in word.chars() {
+            match c {
+                'f' => from = true,
+                'p' => preserve = true,
+                'v' | 'q' | 'd' => {}
+                _ => return None,
+            }
+        }
+        rest = tail.trim_start();
+    }
+    (from && !rest.is_empty()).then(|| (unquote(rest), preserve))
 }
 
 /// Undoes the simple shell quoting a client applies (`'a b'`, `'it'\''s'`).
@@ -310,7 +336,12 @@ fn unquote(s: &str) -> String {
 }
 
 /// The source side of `scp -f`: returns the exit status.
-async fn scp_send(ctx: &Ctx, channel: Channel<Msg>, path: &str) -> std::io::Result<u32> {
+async fn scp_send(
+    ctx: &Ctx,
+    channel: Channel<Msg>,
+    path: &str,
+    preserve: bool,
+) -> std::io::Result<u32> {
     let mut stream = channel.into_stream();
     let mut b = [0u8; 1];
     stream.read_exact(&mut b).await?;
@@ -322,7 +353,25 @@ async fn scp_send(ctx: &Ctx, channel: Channel<Msg>, path: &str) -> std::io::Resu
         return Ok(1);
     };
     let f = std::fs::File::open(&file)?;
-    let size = f.metadata()?.len();
+    let md = f.metadata()?;
+    let size = md.len();
+    if preserve {
+        let secs = |t: std::io::Result<std::time::SystemTime>| {
+            t.ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+        };
+        let (m, a) = (secs(md.modified()), secs(md.accessed()));
+        stream
+            .write_all(format!("T{m} 0 {a} 0\n").as_bytes())
+            .await?;
+        stream.flush().await?;
+        stream.read_exact(&mut b).await?;
+        if b[0] != 0 {
+            return Ok(1);
+        }
+    }
     let name = file
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -498,6 +547,24 @@ impl russh_sftp::server::Handler for Sftp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scp_source_commands() {
+        assert_eq!(
+            parse_scp_source("scp -f /images/a.bin"),
+            Some(("/images/a.bin".into(), false))
+        );
+        assert_eq!(
+            parse_scp_source("scp -pf '/a b.bin'"),
+            Some(("/a b.bin".into(), true))
+        );
+        assert_eq!(
+            parse_scp_source("scp -v -f -- /x"),
+            Some(("/x".into(), false))
+        );
+        assert_eq!(parse_scp_source("scp -t /x"), None);
+        assert_eq!(parse_scp_source("rm -rf /"), None);
+    }
 
     #[test]
     fn unquotes_shell_words() {
