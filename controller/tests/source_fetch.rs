@@ -6,11 +6,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cvk_controller::source::{
-    FetchRequest, ImageCache, ImageStream, SourceError, SourceSettings, source_error,
+    FetchRequest, ImageCache, ImageStream, SourceError, SourceSettings, TftpOptions,
+    UrlCredentials, source_error,
 };
 use futures::StreamExt;
 use iosxe_sim::ImageSpec;
-use iosxe_sim::image_servers::HttpServer;
+use iosxe_sim::image_servers::ftp::FtpAuth;
+use iosxe_sim::image_servers::ssh::generate_ed25519;
+use iosxe_sim::image_servers::{FtpServer, HttpServer, SshAuth, SshServer, TftpServer};
 use sha2::{Digest, Sha256};
 
 const VERSION: &str = "17.18.02.0.4112.1766116039";
@@ -270,4 +273,376 @@ async fn an_interrupted_download_errors_retryably_and_a_reopen_succeeds() {
     assert!(err.is_none(), "{err:?}");
     assert_eq!((n, got), (size, sha.clone()));
     assert_eq!(server.stats().downloads(), 2);
+}
+
+// ---------------------------------------------------------------- TFTP
+
+fn tftp_settings(f: &Fixture, blksize: u16, windowsize: u16) -> SourceSettings {
+    let mut s = settings(f);
+    s.tftp = TftpOptions {
+        blksize,
+        windowsize,
+        timeout: Duration::from_millis(300),
+        retries: 3,
+    };
+    s
+}
+
+#[tokio::test]
+async fn tftp_fetches_with_negotiated_options() {
+    let f = fixture();
+    let size = 5 * 1024 * 1024 + 123;
+    let sha = write_image(&f.serve_dir, "cat9k.bin", size);
+    let server = TftpServer::start(&f.serve_dir, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    for (blk, win) in [(1468, 1), (8192, 8), (8192, 16), (512, 4)] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = tftp_settings(&f, blk, win);
+        s.cache_dir = dir.path().to_owned();
+        let cache = ImageCache::new(s).unwrap();
+        let stream = fetch_ok(&cache, &request(server.url("images/cat9k.bin"), &sha)).await;
+        assert_eq!(stream.total_bytes(), Some(size), "tsize negotiated");
+        let (n, got, err) = drain(stream).await;
+        assert!(err.is_none(), "blksize {blk} window {win}: {err:?}");
+        assert_eq!(
+            (n, got.as_str()),
+            (size, sha.as_str()),
+            "blksize {blk} window {win}"
+        );
+    }
+    assert_eq!(server.stats().completed(), 4);
+}
+
+#[tokio::test]
+async fn tftp_falls_back_when_the_server_ignores_options_and_wraps_block_numbers() {
+    let f = fixture();
+    // 512-byte blocks: 34 MiB is 69632 blocks, past the 16-bit block number.
+    let size = 34 * 1024 * 1024;
+    let sha = write_image(&f.serve_dir, "a.bin", size);
+    let server = TftpServer::start(&f.serve_dir, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    server.set_options_enabled(false);
+    let cache = ImageCache::new(tftp_settings(&f, 8192, 16)).unwrap();
+    let stream = fetch_ok(&cache, &request(server.url("images/a.bin"), &sha)).await;
+    let (n, got, err) = drain(stream).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!((n, got), (size, sha));
+}
+
+#[tokio::test]
+async fn tftp_not_found_and_interrupted() {
+    let f = fixture();
+    let size = 2 * 1024 * 1024;
+    let sha = write_image(&f.serve_dir, "a.bin", size);
+    let server = TftpServer::start(&f.serve_dir, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let cache = ImageCache::new(tftp_settings(&f, 8192, 8)).unwrap();
+    let err = cache
+        .open(&request(server.url("images/none.bin"), &sha))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SourceError::NotFound { .. }), "{err}");
+    server.faults().cut_next(512 * 1024, 1);
+    let req = request(server.url("images/a.bin"), &sha);
+    let (n, _, err) = drain(cache.open(&req).await.unwrap()).await;
+    let err = err.expect("a silent server must end the stream with an error");
+    let se = source_error(&err).unwrap();
+    assert!(
+        matches!(se, SourceError::Unreachable { .. }) && se.is_retryable(),
+        "{se}"
+    );
+    assert!(n <= 512 * 1024);
+    let (n, got, err) = drain(cache.open(&req).await.unwrap()).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!((n, got), (size, sha));
+}
+
+#[tokio::test]
+async fn curl_fetches_from_our_tftp_server_with_options() {
+    if std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("curl is not installed; skipping the cross-check");
+        return;
+    }
+    let f = fixture();
+    let size = 3 * 1024 * 1024 + 5;
+    let sha = write_image(&f.serve_dir, "a.bin", size);
+    let server = TftpServer::start(&f.serve_dir, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let out = f.cache_dir.with_file_name("curl.bin");
+    let url = server.url("images/a.bin");
+    let status = tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "60", "--tftp-blksize", "1468", "-o"])
+        .arg(&out)
+        .arg(&url)
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success(), "curl {url}: {status}");
+    let bytes = std::fs::read(&out).unwrap();
+    assert_eq!(bytes.len() as u64, size);
+    assert_eq!(hex::encode(Sha256::digest(&bytes)), sha);
+    assert_eq!(server.stats().completed(), 1);
+}
+
+// ---------------------------------------------------------------- FTP
+
+fn ftp_auth() -> FtpAuth {
+    FtpAuth {
+        username: "images".into(),
+        password: "s3cret".into(),
+        anonymous: true,
+    }
+}
+
+fn creds(user: &str, password: Option<&str>) -> UrlCredentials {
+    UrlCredentials {
+        username: Some(user.into()),
+        password: password.map(Into::into),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn ftp_fetches_anonymously_and_with_a_password() {
+    let f = fixture();
+    let size = 3 * 1024 * 1024 + 9;
+    let sha = write_image(&f.serve_dir, "a.bin", size);
+    let server = FtpServer::start(&f.serve_dir, "127.0.0.1:0".parse().unwrap(), ftp_auth())
+        .await
+        .unwrap();
+    let anon = ImageCache::new(settings(&f)).unwrap();
+    let stream = fetch_ok(&anon, &request(server.url("images/a.bin"), &sha)).await;
+    assert_eq!(stream.total_bytes(), Some(size), "SIZE announced");
+    let (n, got, err) = drain(stream).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!((n, got.as_str()), (size, sha.as_str()));
+
+    let dir = tempfile::tempdir().unwrap();
+    let authed = ImageCache::new(SourceSettings::new(dir.path())).unwrap();
+    let mut req = request(server.url("images/a.bin"), &sha);
+    req.credentials = Some(creds("images", Some("s3cret")));
+    let (n, got, err) = drain(fetch_ok(&authed, &req).await).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!((n, got), (size, sha));
+    assert_eq!(server.stats().completed(), 2);
+}
+
+#[tokio::test]
+async fn ftp_refusals_wrong_password_not_found_and_a_cut_transfer() {
+    let f = fixture();
+    let size = 2 * 1024 * 1024;
+    let sha = write_image(&f.serve_dir, "a.bin", size);
+    let server = FtpServer::start(&f.serve_dir, "127.0.0.1:0".parse().unwrap(), ftp_auth())
+        .await
+        .unwrap();
+    let cache = ImageCache::new(settings(&f)).unwrap();
+    let mut req = request(server.url("images/a.bin"), &sha);
+    req.credentials = Some(creds("images", Some("wrong")));
+    let err = cache.open(&req).await.unwrap_err();
+    assert!(matches!(err, SourceError::AuthFailed { .. }), "{err}");
+    assert_eq!(err.reason(), "SourceAuthFailed");
+    assert!(!err.is_retryable());
+
+    let err = cache
+        .open(&request(server.url("images/none.bin"), &sha))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SourceError::NotFound { .. }), "{err}");
+
+    server.faults().cut_next(700 * 1024, 1);
+    let req = request(server.url("images/a.bin"), &sha);
+    let (n, _, err) = drain(cache.open(&req).await.unwrap()).await;
+    let se = source_error(&err.expect("cut")).cloned().unwrap();
+    assert!(se.is_retryable(), "{se}");
+    assert!(n < size);
+    let (n, got, err) = drain(cache.open(&req).await.unwrap()).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!((n, got), (size, sha));
+}
+
+// ---------------------------------------------------------------- SFTP / SCP
+
+struct Ssh {
+    server: SshServer,
+    private_key: String,
+}
+
+async fn ssh_server(dir: &Path) -> Ssh {
+    let (private_key, public) = generate_ed25519();
+    let server = SshServer::start(
+        dir,
+        "127.0.0.1:0".parse().unwrap(),
+        SshAuth {
+            username: "images".into(),
+            password: Some("s3cret".into()),
+            authorized_keys: vec![public],
+        },
+    )
+    .await
+    .unwrap();
+    Ssh {
+        server,
+        private_key,
+    }
+}
+
+fn ssh_creds(ssh: &Ssh, password: Option<&str>, key: bool) -> UrlCredentials {
+    UrlCredentials {
+        username: Some("images".into()),
+        password: password.map(Into::into),
+        private_key: key.then(|| ssh.private_key.clone()),
+        known_hosts: Some(format!("# lab\n{}\n", ssh.server.known_hosts_line())),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn sftp_and_scp_fetch_with_password_and_private_key() {
+    let f = fixture();
+    let size = 3 * 1024 * 1024 + 1;
+    let sha = write_image(&f.serve_dir, "a.bin", size);
+    let ssh = ssh_server(&f.serve_dir).await;
+    for (i, (url, password, key)) in [
+        (ssh.server.sftp_url("images/a.bin"), Some("s3cret"), false),
+        (ssh.server.sftp_url("images/a.bin"), None, true),
+        (ssh.server.scp_url("images/a.bin"), Some("s3cret"), false),
+        (ssh.server.scp_url("images/a.bin"), None, true),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ImageCache::new(SourceSettings::new(dir.path())).unwrap();
+        let mut req = request(url.clone(), &sha);
+        req.credentials = Some(ssh_creds(&ssh, password, key));
+        let stream = fetch_ok(&cache, &req).await;
+        assert_eq!(stream.total_bytes(), Some(size), "{url}");
+        let (n, got, err) = drain(stream).await;
+        assert!(err.is_none(), "case {i} {url}: {err:?}");
+        assert_eq!((n, got.as_str()), (size, sha.as_str()), "case {i} {url}");
+    }
+    assert_eq!(ssh.server.stats().downloads(), 4);
+}
+
+#[tokio::test]
+async fn ssh_refusals_wrong_password_unknown_host_key_and_missing_known_hosts() {
+    let f = fixture();
+    let sha = write_image(&f.serve_dir, "a.bin", 64 * 1024);
+    let ssh = ssh_server(&f.serve_dir).await;
+    let cache = ImageCache::new(settings(&f)).unwrap();
+    for url in [
+        ssh.server.sftp_url("images/a.bin"),
+        ssh.server.scp_url("images/a.bin"),
+    ] {
+        let mut req = request(url.clone(), &sha);
+        req.credentials = Some(ssh_creds(&ssh, Some("wrong"), false));
+        let err = cache.open(&req).await.unwrap_err();
+        assert!(
+            matches!(err, SourceError::AuthFailed { .. }),
+            "{url}: {err}"
+        );
+
+        // A knownHosts entry for this host with another key.
+        let (_, other) = generate_ed25519();
+        let mut c = ssh_creds(&ssh, Some("s3cret"), false);
+        c.known_hosts = Some(format!(
+            "[127.0.0.1]:{} {other}\n",
+            ssh.server.addr().port()
+        ));
+        req.credentials = Some(c);
+        let err = cache.open(&req).await.unwrap_err();
+        assert!(
+            matches!(err, SourceError::HostKeyRejected { .. }),
+            "{url}: {err}"
+        );
+        assert_eq!(err.reason(), "SourceHostKeyRejected");
+        assert!(err.to_string().contains("differs"), "{err}");
+
+        // No entry for this host at all.
+        let mut c = ssh_creds(&ssh, Some("s3cret"), false);
+        c.known_hosts = Some(format!("files.example.com {other}\n"));
+        req.credentials = Some(c);
+        let err = cache.open(&req).await.unwrap_err();
+        assert!(
+            err.to_string().contains("no knownHosts entry"),
+            "{url}: {err}"
+        );
+
+        let mut c = ssh_creds(&ssh, Some("s3cret"), false);
+        c.known_hosts = None;
+        req.credentials = Some(c);
+        let err = cache.open(&req).await.unwrap_err();
+        assert_eq!(err, SourceError::MissingKnownHosts, "{url}");
+
+        let missing = request(url.replace("a.bin", "none.bin"), &sha);
+        let mut missing = missing;
+        missing.credentials = Some(ssh_creds(&ssh, Some("s3cret"), false));
+        let err = cache.open(&missing).await.unwrap_err();
+        assert!(matches!(err, SourceError::NotFound { .. }), "{url}: {err}");
+    }
+    assert_eq!(ssh.server.stats().downloads(), 0);
+}
+
+#[tokio::test]
+async fn insecure_skip_host_key_needs_the_url_opt_out_and_the_controller_setting() {
+    let f = fixture();
+    let size = 256 * 1024;
+    let sha = write_image(&f.serve_dir, "a.bin", size);
+    let ssh = ssh_server(&f.serve_dir).await;
+    let url = format!(
+        "{}?insecureSkipHostKey=true",
+        ssh.server.sftp_url("images/a.bin")
+    );
+    let mut c = ssh_creds(&ssh, Some("s3cret"), false);
+    c.known_hosts = None;
+    let mut req = request(url, &sha);
+    req.credentials = Some(c);
+
+    // Opt-out in the URL but not allowed by the controller: refused.
+    let cache = ImageCache::new(settings(&f)).unwrap();
+    let err = cache.open(&req).await.unwrap_err();
+    assert_eq!(err, SourceError::MissingKnownHosts);
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = SourceSettings::new(dir.path());
+    s.allow_insecure_ssh = true;
+    let cache = ImageCache::new(s).unwrap();
+    let (n, got, err) = drain(fetch_ok(&cache, &req).await).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!((n, got), (size, sha));
+}
+
+#[tokio::test]
+async fn ssh_cut_transfers_are_retryable() {
+    let f = fixture();
+    let size = 2 * 1024 * 1024;
+    let sha = write_image(&f.serve_dir, "a.bin", size);
+    let ssh = ssh_server(&f.serve_dir).await;
+    for url in [
+        ssh.server.sftp_url("images/a.bin"),
+        ssh.server.scp_url("images/a.bin"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SourceSettings::new(dir.path());
+        s.idle_timeout = Duration::from_secs(5);
+        let cache = ImageCache::new(s).unwrap();
+        let mut req = request(url.clone(), &sha);
+        req.credentials = Some(ssh_creds(&ssh, Some("s3cret"), false));
+        ssh.server.faults().cut_next(600 * 1024, 1);
+        let (n, _, err) = drain(cache.open(&req).await.unwrap()).await;
+        let se = source_error(&err.expect("cut")).cloned().unwrap();
+        assert!(se.is_retryable(), "{url}: {se}");
+        assert!(n < size);
+        let (n, got, err) = drain(cache.open(&req).await.unwrap()).await;
+        assert!(err.is_none(), "{url}: {err:?}");
+        assert_eq!((n, got.as_str()), (size, sha.as_str()));
+    }
 }

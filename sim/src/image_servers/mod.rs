@@ -17,13 +17,19 @@
 //! directory (a leading `/` is ignored) and never leave it.
 //! `iosxe-sim serve-images` starts them all from the command line.
 
+pub mod ftp;
 pub mod http;
+pub mod ssh;
+pub mod tftp;
 
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub use ftp::FtpServer;
 pub use http::HttpServer;
+pub use ssh::{SshAuth, SshServer};
+pub use tftp::TftpServer;
 
 /// What a server has served.
 #[derive(Debug, Default)]
@@ -116,6 +122,130 @@ pub fn resolve(root: &Path, path: &str) -> Option<PathBuf> {
         }
     }
     (out != root && out.is_file()).then_some(out)
+}
+
+/// All four servers over one directory.
+pub struct ImageServers {
+    /// HTTP.
+    pub http: HttpServer,
+    /// TFTP.
+    pub tftp: TftpServer,
+    /// FTP.
+    pub ftp: FtpServer,
+    /// SFTP and SCP.
+    pub ssh: SshServer,
+}
+
+/// Ports and credentials of [`ImageServers::start`].
+#[derive(Debug, Clone)]
+pub struct ImageServersConfig {
+    /// Directory served.
+    pub dir: PathBuf,
+    /// Listen address (127.0.0.1 in tests).
+    pub address: std::net::IpAddr,
+    /// HTTP port (0: any).
+    pub http_port: u16,
+    /// TFTP port (0: any).
+    pub tftp_port: u16,
+    /// FTP control port (0: any).
+    pub ftp_port: u16,
+    /// SSH port (0: any).
+    pub ssh_port: u16,
+    /// FTP and SSH user; FTP also accepts `anonymous` when `ftp_anonymous`.
+    pub username: String,
+    /// FTP and SSH password.
+    pub password: String,
+    /// Whether FTP accepts `anonymous`.
+    pub ftp_anonymous: bool,
+    /// OpenSSH public keys (`ssh-ed25519 AAAA...`) the SSH server accepts.
+    pub authorized_keys: Vec<String>,
+}
+
+impl ImageServersConfig {
+    /// All servers on 127.0.0.1, any free port, user `cvk` / password `cvk`,
+    /// anonymous FTP allowed.
+    pub fn loopback(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            address: std::net::Ipv4Addr::LOCALHOST.into(),
+            http_port: 0,
+            tftp_port: 0,
+            ftp_port: 0,
+            ssh_port: 0,
+            username: "cvk".into(),
+            password: "cvk".into(),
+            ftp_anonymous: true,
+            authorized_keys: Vec::new(),
+        }
+    }
+}
+
+/// Addresses and the SSH host key, as written to `--ready-file`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ImageServersInfo {
+    /// Directory served.
+    pub dir: PathBuf,
+    /// `http://host:port`.
+    pub http: String,
+    /// `tftp://host:port`.
+    pub tftp: String,
+    /// `ftp://host:port`.
+    pub ftp: String,
+    /// `sftp://host:port`.
+    pub sftp: String,
+    /// `scp://host:port`.
+    pub scp: String,
+    /// The SSH host key as a known_hosts line for the listen address.
+    pub known_hosts: String,
+}
+
+impl ImageServers {
+    /// Starts all four servers.
+    pub async fn start(cfg: ImageServersConfig) -> std::io::Result<Self> {
+        let sa = |port| std::net::SocketAddr::new(cfg.address, port);
+        let http = HttpServer::start(&cfg.dir, sa(cfg.http_port)).await?;
+        let tftp = TftpServer::start(&cfg.dir, sa(cfg.tftp_port)).await?;
+        let ftp = FtpServer::start(
+            &cfg.dir,
+            sa(cfg.ftp_port),
+            ftp::FtpAuth {
+                username: cfg.username.clone(),
+                password: cfg.password.clone(),
+                anonymous: cfg.ftp_anonymous,
+            },
+        )
+        .await?;
+        let ssh = SshServer::start(
+            &cfg.dir,
+            sa(cfg.ssh_port),
+            SshAuth {
+                username: cfg.username.clone(),
+                password: Some(cfg.password.clone()),
+                authorized_keys: cfg.authorized_keys.clone(),
+            },
+        )
+        .await?;
+        Ok(Self {
+            http,
+            tftp,
+            ftp,
+            ssh,
+        })
+    }
+
+    /// Addresses and host key.
+    pub fn info(&self, dir: &Path) -> ImageServersInfo {
+        let a = |s: std::net::SocketAddr| s.to_string();
+        ImageServersInfo {
+            dir: dir.to_owned(),
+            http: format!("http://{}", a(self.http.addr())),
+            tftp: format!("tftp://{}", a(self.tftp.addr())),
+            ftp: format!("ftp://{}", a(self.ftp.addr())),
+            sftp: format!("sftp://{}", a(self.ssh.addr())),
+            scp: format!("scp://{}", a(self.ssh.addr())),
+            known_hosts: self.ssh.known_hosts_line(),
+        }
+    }
 }
 
 #[cfg(test)]
