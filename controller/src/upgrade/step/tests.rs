@@ -920,3 +920,62 @@ fn spec_device_ref_is_used_in_lock_messages() {
     assert_eq!(d.status.reason.as_deref(), Some("DeviceLocked"));
     assert!(d.status.message.unwrap().contains("sw9"));
 }
+
+#[test]
+fn issu_succeeds_only_when_the_device_reports_the_issu_path() {
+    let s = IOSXESoftwareUpgradeSpec {
+        strategy: Strategy::Issu,
+        ..spec(configmap())
+    };
+    let verifying = IOSXESoftwareUpgradeStatus {
+        phase: Some(UpgradePhase::Verifying),
+        previous_version: Some(OLD.into()),
+        activation_start_time: Some(Time(t0())),
+        ..Default::default()
+    };
+    let device = |issu| {
+        Some(DeviceObs::Up(DeviceState {
+            running_version: NEW.into(),
+            boot_time: Some(t0()),
+            issu,
+            ..Default::default()
+        }))
+    };
+    let obs = Observation {
+        device: device(Some(true)),
+        ..Default::default()
+    };
+    let d = step(&s, &verifying, &obs, Some(1), t0());
+    assert_eq!(d.status.phase, Some(UpgradePhase::Succeeded));
+    for issu in [None, Some(false)] {
+        let obs = Observation {
+            device: device(issu),
+            ..Default::default()
+        };
+        let d = step(&s, &verifying, &obs, Some(1), t0());
+        assert_eq!(d.status.phase, Some(UpgradePhase::Failed), "{issu:?}");
+        assert_eq!(d.status.failure_reason.as_deref(), Some("ISSUNotSelected"));
+        // The version is right: no rollback is attempted.
+        assert!(
+            !d.actions
+                .iter()
+                .any(|a| matches!(a, Action::Activate { .. }))
+        );
+    }
+    // ISSU activates like Reload (reboot allowed).
+    let validating = IOSXESoftwareUpgradeStatus {
+        phase: Some(UpgradePhase::Validating),
+        validated_version: Some(NEW.into()),
+        ..Default::default()
+    };
+    let obs = Observation {
+        device: device(None),
+        ..Default::default()
+    };
+    let d = step(&s, &validating, &obs, Some(1), t0());
+    assert!(d.actions.contains(&Action::Activate {
+        version: NEW.into(),
+        no_reboot: false,
+        rollback: false
+    }));
+}
