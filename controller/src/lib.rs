@@ -7,5 +7,7 @@ pub mod crd;
 pub mod lease;
 pub mod pause;
 pub mod reconcile;
+pub mod source;
 pub mod telemetry;
+pub mod upgrade;
 pub mod version;

@@ -18,6 +18,7 @@ use axum::routing::get;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -83,6 +84,101 @@ pub struct ControllerMetrics {
     pub operations: Family<OperationLabels, Counter>,
     /// IOSXEOperationalAction phase transitions.
     pub action_transitions: Family<ActionTransitionLabels, Counter>,
+    /// IOSXESoftwareUpgrade transitions and transfers.
+    pub upgrades: UpgradeMetrics,
+}
+
+/// Labels of `cisco_vk_iosxe_software_upgrade_transitions_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpgradeTransitionLabels {
+    /// Device name.
+    pub device: String,
+    /// Phase entered.
+    pub phase: String,
+    /// Reason of the transition.
+    pub reason: String,
+}
+
+/// Labels of the upgrade transfer metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpgradeTransferLabels {
+    /// Device name.
+    pub device: String,
+    /// `validated`, `install_error` or an error category.
+    pub outcome: String,
+}
+
+type HistogramFamily = Family<UpgradeTransferLabels, Histogram, fn() -> Histogram>;
+
+/// IOSXESoftwareUpgrade metric families: phase transitions, transfer bytes
+/// and transfer duration.
+#[derive(Clone)]
+pub struct UpgradeMetrics {
+    /// Phase transitions by device, phase entered and reason.
+    pub transitions: Family<UpgradeTransitionLabels, Counter>,
+    /// Image bytes sent with OS.Install, by device and outcome.
+    pub transfer_bytes: Family<UpgradeTransferLabels, Counter>,
+    /// Duration of OS.Install transfers in seconds, by device and outcome.
+    pub transfer_seconds: HistogramFamily,
+}
+
+fn transfer_histogram() -> Histogram {
+    // 0.5 s .. ~4.5 h
+    Histogram::new(exponential_buckets(0.5, 2.0, 16))
+}
+
+impl Default for UpgradeMetrics {
+    fn default() -> Self {
+        Self {
+            transitions: Family::default(),
+            transfer_bytes: Family::default(),
+            transfer_seconds: Family::new_with_constructor(transfer_histogram),
+        }
+    }
+}
+
+impl UpgradeMetrics {
+    /// Registers the families into `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "cisco_vk_iosxe_software_upgrade_transitions",
+            "IOSXESoftwareUpgrade phase transitions",
+            self.transitions.clone(),
+        );
+        registry.register(
+            "cisco_vk_iosxe_software_upgrade_transfer_bytes",
+            "Image bytes sent to devices with gNOI OS.Install",
+            self.transfer_bytes.clone(),
+        );
+        registry.register(
+            "cisco_vk_iosxe_software_upgrade_transfer_duration_seconds",
+            "Duration of gNOI OS.Install image transfers",
+            self.transfer_seconds.clone(),
+        );
+    }
+
+    /// Counts a phase transition.
+    pub fn transition(&self, device: &str, phase: &str, reason: &str) {
+        self.transitions
+            .get_or_create(&UpgradeTransitionLabels {
+                device: device.to_owned(),
+                phase: phase.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Records one finished transfer attempt.
+    pub fn transferred(&self, device: &str, bytes: u64, took: std::time::Duration, outcome: &str) {
+        let labels = UpgradeTransferLabels {
+            device: device.to_owned(),
+            outcome: outcome.to_owned(),
+        };
+        self.transfer_bytes.get_or_create(&labels).inc_by(bytes);
+        self.transfer_seconds
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+    }
 }
 
 impl ControllerMetrics {
@@ -103,6 +199,7 @@ impl ControllerMetrics {
             "IOSXEOperationalAction phase transitions",
             self.action_transitions.clone(),
         );
+        self.upgrades.register(registry);
     }
 
     /// Counts one reconcile.

@@ -18,6 +18,7 @@ pub mod error;
 pub mod faults;
 pub mod fleet;
 pub mod image;
+pub mod image_servers;
 pub mod journal;
 pub mod profile;
 pub mod server;

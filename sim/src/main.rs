@@ -25,6 +25,8 @@ enum Cmd {
     Serve(Serve),
     /// Write a fake IOS-XE image (streams; prints sha256 and size).
     Mkimage(Mkimage),
+    /// Serve the files of a directory over HTTP, TFTP, FTP, SFTP and SCP.
+    ServeImages(ServeImages),
     /// List built-in profiles, or print one as YAML.
     Profiles {
         /// Profile to print.
@@ -82,6 +84,43 @@ struct Serve {
 }
 
 #[derive(clap::Args)]
+struct ServeImages {
+    /// Directory whose files are served (paths are relative to it).
+    #[arg(long)]
+    dir: PathBuf,
+    /// Listen address.
+    #[arg(long, default_value = "127.0.0.1")]
+    address: IpAddr,
+    /// HTTP port (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    http_port: u16,
+    /// TFTP port (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    tftp_port: u16,
+    /// FTP control port (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    ftp_port: u16,
+    /// SSH port for SFTP and SCP (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    sftp_port: u16,
+    /// FTP and SSH user.
+    #[arg(long, default_value = "cvk")]
+    username: String,
+    /// FTP and SSH password.
+    #[arg(long, default_value = "cvk")]
+    password: String,
+    /// Refuse anonymous FTP.
+    #[arg(long)]
+    no_anonymous: bool,
+    /// File of OpenSSH public keys accepted for the user.
+    #[arg(long)]
+    authorized_keys: Option<PathBuf>,
+    /// Write the URLs and the SSH known_hosts line here (JSON) once all listen.
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
 struct Mkimage {
     /// Full version written as CW_FULL_VERSION (e.g. 17.18.02.0.4112.1766116039).
     #[arg(long)]
@@ -108,6 +147,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Serve(s) => serve(s).await,
         Cmd::Mkimage(m) => mkimage(m),
+        Cmd::ServeImages(s) => serve_images(s).await,
         Cmd::Profiles { name: None } => {
             for n in Profile::builtin_names() {
                 println!("{n}");
@@ -119,6 +159,45 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn serve_images(s: ServeImages) -> anyhow::Result<()> {
+    use iosxe_sim::image_servers::{ImageServers, ImageServersConfig};
+    anyhow::ensure!(s.dir.is_dir(), "--dir {}: not a directory", s.dir.display());
+    let mut cfg = ImageServersConfig::loopback(&s.dir);
+    cfg.address = s.address;
+    cfg.http_port = s.http_port;
+    cfg.tftp_port = s.tftp_port;
+    cfg.ftp_port = s.ftp_port;
+    cfg.ssh_port = s.sftp_port;
+    cfg.username = s.username;
+    cfg.password = s.password;
+    cfg.ftp_anonymous = !s.no_anonymous;
+    if let Some(path) = &s.authorized_keys {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("--authorized-keys {}", path.display()))?;
+        cfg.authorized_keys = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_owned)
+            .collect();
+    }
+    let servers = ImageServers::start(cfg).await?;
+    let info = servers.info(&s.dir);
+    if let Some(path) = &s.ready_file {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_string_pretty(&info)?)?;
+        std::fs::rename(&tmp, path)?;
+    }
+    tracing::info!(http = %info.http, tftp = %info.tftp, ftp = %info.ftp, sftp = %info.sftp, "image servers listening");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    drop(servers);
+    Ok(())
 }
 
 fn mkimage(m: Mkimage) -> anyhow::Result<()> {

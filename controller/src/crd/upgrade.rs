@@ -500,6 +500,12 @@ pub struct IOSXESoftwareUpgradeStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub activation_start_time: Option<Time>,
 
+    /// Boot time the device reported (gNMI `/system/state/boot-time`, RFC
+    /// 3339 with nanoseconds) just before the last OS.Activate (the target's,
+    /// then the rollback's): a later boot time means the device rebooted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_activation_boot_time: Option<String>,
+
     /// When the rollback activation was requested; the rollback gets its
     /// own rebootTimeoutSeconds from here.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -7,7 +7,7 @@
 //!         ├─ DeviceOperation      operation::reconcile  observe -> step -> execute -> status
 //!         ├─ IOSXEOperationalAction  action::reconcile  (write-class gate on; at most once)
 //!         │                          gate::reconcile    (while the write-class gate is off)
-//!         └─ IOSXESoftwareUpgrade    gate::reconcile    (while the upgrade gate is off)
+//!         └─ IOSXESoftwareUpgrade    upgrade::reconcile (gate on) / gate::reconcile (gate off)
 //!  shared: Context { kube client, ClientPool (capability cache), Recorder, metrics }
 //! ```
 //!
@@ -30,6 +30,7 @@ pub mod gate;
 pub mod operation;
 pub mod redact;
 pub mod target;
+pub mod upgrade;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -92,6 +93,8 @@ pub struct ControllerSettings {
     /// `CONFIG_LEASE_NAMESPACE`); `None` keeps each Lease in its device's
     /// namespace.
     pub lease_namespace: Option<String>,
+    /// IOSXESoftwareUpgrade transfers (chunk size, concurrency, image cap).
+    pub upgrade: upgrade::UpgradeSettings,
 }
 
 impl ControllerSettings {
@@ -108,6 +111,7 @@ impl ControllerSettings {
             identity: MANAGER.to_owned(),
             output_limits: operation::OutputLimits::default(),
             lease_namespace: None,
+            upgrade: upgrade::UpgradeSettings::default(),
         }
     }
 
@@ -160,6 +164,13 @@ impl ControllerSettings {
             identity: args.identity(),
             output_limits: operation::OutputLimits::default(),
             lease_namespace: args.lease_namespace.clone(),
+            upgrade: upgrade::UpgradeSettings {
+                chunk_bytes: args.install_chunk_bytes as usize,
+                max_concurrent_transfers: args.max_concurrent_transfers as usize,
+                max_image_bytes: args.upgrade_max_image_bytes,
+                image_cache_dir: args.image_cache_dir.clone(),
+                allow_insecure_ssh: args.allow_insecure_ssh,
+            },
         })
     }
 }
@@ -206,6 +217,8 @@ pub struct Context {
     /// Controller metrics.
     pub metrics: ControllerMetrics,
     recorder: Recorder,
+    /// Upgrade transfers that outlive one reconcile.
+    pub(crate) upgrades: upgrade::Runtime,
     /// Device key -> (generation, when the next probe is due), so that the
     /// status write a probe causes does not cause another probe.
     probes: Mutex<HashMap<String, (Option<i64>, Instant)>>,
@@ -228,6 +241,7 @@ impl Context {
         );
         Self {
             pool: Arc::new(ClientPool::new(settings.gnoi.clone(), client_metrics)),
+            upgrades: upgrade::Runtime::new(settings.upgrade.clone()),
             client,
             settings,
             metrics,
@@ -452,7 +466,18 @@ pub async fn run_with_context(ctx: Arc<Context>, shutdown: CancellationToken) {
         }
     };
     let upgrades = async {
-        if !gates.is_enabled(Gate::SoftwareUpgrade) {
+        if gates.is_enabled(Gate::SoftwareUpgrade) {
+            drive(
+                Controller::new(
+                    api_for::<IOSXESoftwareUpgrade>(&client, &scope),
+                    watcher::Config::default(),
+                ),
+                upgrade::reconcile,
+                ctx.clone(),
+                shutdown.clone(),
+            )
+            .await;
+        } else {
             drive(
                 Controller::new(
                     api_for::<IOSXESoftwareUpgrade>(&client, &scope),

@@ -27,6 +27,11 @@ pub struct Scenario {
     pub controller: ControllerSpec,
     /// The switches the scenario uses.
     pub devices: Vec<DeviceSpec>,
+    /// Fake IOS-XE images the runner generates and serves over HTTP on
+    /// loopback, for upgrade scenarios: `{{ images.<name>.url }}`,
+    /// `.sha256`, `.version`, `.size`.
+    #[serde(default)]
+    pub images: Vec<ImageDecl>,
     /// Objects to apply, in order, after the devices' CiscoDevices.
     #[serde(default)]
     pub resources: Vec<Resource>,
@@ -36,6 +41,27 @@ pub struct Scenario {
     /// What must be true.
     pub expect: Vec<Expectation>,
 }
+
+/// A generated image (`iosxe_sim::ImageSpec`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ImageDecl {
+    /// Name in template keys (`[a-z0-9-]+`).
+    pub name: String,
+    /// Full build version written in the image header, e.g.
+    /// `17.18.03.0.4200.1770000000`.
+    pub version: String,
+    /// Size in bytes (default 1 MiB, at most 256 MiB).
+    #[serde(default = "default_image_size")]
+    pub size: u64,
+}
+
+fn default_image_size() -> u64 {
+    1024 * 1024
+}
+
+/// Largest generated image.
+pub const MAX_IMAGE_SIZE: u64 = 256 * 1024 * 1024;
 
 fn default_timeout() -> Duration {
     Duration::from_secs(120)
@@ -309,6 +335,28 @@ pub fn parse(path: &Path, text: &str) -> Result<LoadedScenario, ScenarioError> {
             ))
         }
     };
+    for (i, img) in scenario.images.iter().enumerate() {
+        let ok_name = !img.name.is_empty()
+            && img
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !ok_name {
+            return Err(fail(format!(
+                "images[{i}].name: {:?} must match [a-z0-9-]+",
+                img.name
+            )));
+        }
+        if scenario.images[..i].iter().any(|o| o.name == img.name) {
+            return Err(fail(format!("images: {:?} is listed twice", img.name)));
+        }
+        if img.size == 0 || img.size > MAX_IMAGE_SIZE {
+            return Err(fail(format!(
+                "images[{i}].size: {} is out of range 1-{MAX_IMAGE_SIZE} bytes",
+                img.size
+            )));
+        }
+    }
     for (i, r) in scenario.resources.iter().enumerate() {
         if r.inline.is_some() == r.file.is_some() {
             return Err(fail(format!(

@@ -191,6 +191,7 @@ async fn run_inner(
                 vars.set(format!("{p}.version"), v.clone());
             }
         }
+        let _images = serve_images(&sc.images, log_dir, &mut vars).await?;
         let mut controller = start_controller(ctx, s, ns.name(), log_dir).await?;
         let checked = drive(s, &client, ns.name(), &devices, &vars, result, &say).await;
         stop_controller(&mut controller).await;
@@ -766,6 +767,43 @@ fn describe_bounds(count: Option<usize>, min: Option<usize>, max: Option<usize>)
         parts.push(format!("at most {m}"));
     }
     parts.join(", ")
+}
+
+/// Generates the scenario's images under `<log_dir>/images` and serves them
+/// over HTTP on loopback until the returned server is dropped; sets the
+/// `images.<name>.*` template keys.
+async fn serve_images(
+    images: &[super::model::ImageDecl],
+    log_dir: &Path,
+    vars: &mut Vars,
+) -> Result<Option<iosxe_sim::image_servers::HttpServer>, String> {
+    if images.is_empty() {
+        return Ok(None);
+    }
+    let dir = log_dir.join("images");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let mut files = Vec::new();
+    for img in images {
+        let file = format!("{}.bin", img.name);
+        let path = dir.join(&file);
+        let out = std::fs::File::create(&path)
+            .map_err(|e| format!("images.{}: creating {}: {e}", img.name, path.display()))?;
+        let sha256 = iosxe_sim::ImageSpec::new(img.version.clone(), img.size)
+            .write_to(std::io::BufWriter::new(out))
+            .map_err(|e| format!("images.{}: {e}", img.name))?;
+        files.push((img, file, sha256));
+    }
+    let server = iosxe_sim::image_servers::HttpServer::start(&dir, ([127, 0, 0, 1], 0).into())
+        .await
+        .map_err(|e| format!("starting the image HTTP server: {e}"))?;
+    for (img, file, sha256) in files {
+        let p = format!("images.{}", img.name);
+        vars.set(format!("{p}.url"), server.url(&file));
+        vars.set(format!("{p}.sha256"), sha256);
+        vars.set(format!("{p}.version"), img.version.clone());
+        vars.set(format!("{p}.size"), img.size.to_string());
+    }
+    Ok(Some(server))
 }
 
 #[cfg(test)]

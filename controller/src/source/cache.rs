@@ -1,0 +1,613 @@
+//! The content-addressed image cache with single-flight downloads.
+//!
+//! Layout under `cache_dir` (mode 0700, files 0600):
+//! `sha256/<digest>` verified images, `partial/<digest>.<n>` downloads in
+//! progress (removed at start, on failure and on mismatch).
+
+use std::collections::HashMap;
+use std::io::SeekFrom;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use bytes::{Bytes, BytesMut};
+use futures::Stream;
+use futures::stream::BoxStream;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::sync::{Semaphore, watch};
+
+use super::url::{Scheme, SourceUrl};
+use super::{FetchRequest, STREAM_CHUNK, SourceError, SourceSettings, UrlCredentials};
+
+/// Bytes the download buffers before writing them to the partial file and
+/// telling followers.
+const WRITE_BATCH: usize = 256 * 1024;
+
+/// Content-addressed image cache with single-flight downloads. Cheap to
+/// clone (Arc inside).
+#[derive(Clone)]
+pub struct ImageCache {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ImageCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImageCache")
+            .field("cache_dir", &self.inner.settings.cache_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    settings: SourceSettings,
+    http: super::http::HttpClient,
+    fetch_slots: Arc<Semaphore>,
+    state: Mutex<State>,
+    partial_seq: AtomicU64,
+}
+
+#[derive(Default)]
+struct State {
+    flights: HashMap<String, Arc<Flight>>,
+    /// Open readers of verified files, by digest (never evicted while > 0).
+    readers: HashMap<String, usize>,
+}
+
+/// Progress of one download, published to its followers.
+#[derive(Debug, Clone, Default)]
+struct Progress {
+    /// Bytes written and flushed to the partial file.
+    written: u64,
+    /// Size announced by the source.
+    total: Option<u64>,
+    /// Set once: Ok when verified and renamed into place.
+    outcome: Option<Result<(), SourceError>>,
+}
+
+struct Flight {
+    partial: PathBuf,
+    progress: watch::Receiver<Progress>,
+}
+
+impl ImageCache {
+    /// Creates the cache directories (mode 0700) and removes partial files
+    /// left by an earlier process.
+    pub fn new(settings: SourceSettings) -> Result<Self, SourceError> {
+        let dir = &settings.cache_dir;
+        for sub in [dir.clone(), dir.join("sha256"), dir.join("partial")] {
+            std::fs::create_dir_all(&sub).map_err(|e| SourceError::io(sub.display(), e))?;
+            set_mode(&sub, 0o700)?;
+        }
+        if let Ok(entries) = std::fs::read_dir(dir.join("partial")) {
+            for e in entries.flatten() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        let http = super::http::HttpClient::new(&settings)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                fetch_slots: Arc::new(Semaphore::new(settings.max_concurrent_fetches.max(1))),
+                http,
+                settings,
+                state: Mutex::new(State::default()),
+                partial_seq: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &SourceSettings {
+        &self.inner.settings
+    }
+
+    /// Path of the verified copy of `sha256` (whether or not it exists).
+    pub fn path_of(&self, sha256: &str) -> PathBuf {
+        self.inner.settings.cache_dir.join("sha256").join(sha256)
+    }
+
+    /// Whether a verified copy is cached.
+    pub fn contains(&self, sha256: &str) -> bool {
+        super::check_sha256(sha256).is_ok() && self.path_of(sha256).is_file()
+    }
+
+    /// Whether a download of `sha256` is running.
+    pub fn in_flight(&self, sha256: &str) -> bool {
+        self.inner
+            .state
+            .lock()
+            .unwrap()
+            .flights
+            .contains_key(sha256)
+    }
+
+    /// Opens the image for streaming. If `sha256` is complete in the cache,
+    /// streams it from disk. If a download of the same digest is in flight,
+    /// follows it. Otherwise starts the download (in a background task that
+    /// outlives this stream, so other followers and a retry can use it) and
+    /// follows it. Never holds the image in memory.
+    pub async fn open(&self, req: &FetchRequest) -> Result<ImageStream, SourceError> {
+        super::check_sha256(&req.sha256)?;
+        let url = SourceUrl::parse(&req.url)?;
+        if let Some(c) = &req.credentials {
+            c.check_allowed(&url)?;
+        }
+        let digest = req.sha256.clone();
+        let (flight, file) = {
+            let mut st = self.inner.state.lock().unwrap();
+            let flight = if let Some(f) = st.flights.get(&digest) {
+                Arc::clone(f)
+            } else {
+                let path = self.path_of(&digest);
+                if let Ok(file) = std::fs::File::open(&path) {
+                    let len = file
+                        .metadata()
+                        .map_err(|e| SourceError::io(path.display(), e))?
+                        .len();
+                    if len > self.inner.settings.max_image_bytes {
+                        return Err(SourceError::TooLarge {
+                            size: len,
+                            limit: self.inner.settings.max_image_bytes,
+                        });
+                    }
+                    *st.readers.entry(digest.clone()).or_default() += 1;
+                    drop(st);
+                    // Mark as recently used for eviction.
+                    let _ = file.set_modified(SystemTime::now());
+                    let guard = ReaderGuard {
+                        cache: Arc::clone(&self.inner),
+                        digest,
+                    };
+                    return Ok(ImageStream::from_file(
+                        tokio::fs::File::from_std(file),
+                        len,
+                        guard,
+                    ));
+                }
+                let flight = self.start_flight(&digest, url, req.credentials.clone())?;
+                st.flights.insert(digest.clone(), Arc::clone(&flight));
+                flight
+            };
+            // Opened under the lock: the download removes its partial file
+            // only after leaving the map under the same lock.
+            let file = std::fs::File::open(&flight.partial)
+                .map_err(|e| SourceError::io(flight.partial.display(), e))?;
+            (flight, tokio::fs::File::from_std(file))
+        };
+        // Wait until the source answered, so that refusals (not found, auth,
+        // too large) come back from `open` and the size is known when the
+        // source announces one.
+        let mut progress = flight.progress.clone();
+        let answered = progress
+            .wait_for(|p| p.total.is_some() || p.written > 0 || p.outcome.is_some())
+            .await
+            .map(|p| p.clone());
+        match answered {
+            Ok(Progress {
+                written: 0,
+                outcome: Some(Err(e)),
+                ..
+            }) => Err(e),
+            Ok(_) => Ok(ImageStream::follow(file, flight.progress.clone())),
+            Err(_) => Err(SourceError::Io {
+                detail: "the download task ended without an outcome".into(),
+            }),
+        }
+    }
+
+    /// Creates the partial file and spawns the download. Called with the
+    /// state lock held, so it does no async work.
+    fn start_flight(
+        &self,
+        digest: &str,
+        url: SourceUrl,
+        credentials: Option<UrlCredentials>,
+    ) -> Result<Arc<Flight>, SourceError> {
+        let n = self.inner.partial_seq.fetch_add(1, Ordering::Relaxed);
+        let partial = self
+            .inner
+            .settings
+            .cache_dir
+            .join("partial")
+            .join(format!("{digest}.{}.{n}", std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .open(&partial)
+            .map_err(|e| SourceError::io(partial.display(), e))?;
+        set_mode(&partial, 0o600)?;
+        let (tx, rx) = watch::channel(Progress::default());
+        let flight = Arc::new(Flight {
+            partial: partial.clone(),
+            progress: rx,
+        });
+        let inner = Arc::clone(&self.inner);
+        let digest = digest.to_owned();
+        tokio::spawn(async move {
+            let outcome = download(
+                &inner,
+                &digest,
+                &url,
+                credentials.as_ref(),
+                file,
+                &partial,
+                &tx,
+            )
+            .await;
+            match &outcome {
+                Ok(size) => {
+                    tracing::info!(url = %url.url, digest = %digest, bytes = size, "image downloaded and verified")
+                }
+                Err(e) => {
+                    tracing::warn!(url = %url.url, digest = %digest, reason = e.reason(), error = %e, "image download failed")
+                }
+            }
+            let final_path = inner.settings.cache_dir.join("sha256").join(&digest);
+            {
+                let mut st = inner.state.lock().unwrap();
+                st.flights.remove(&digest);
+                if outcome.is_ok() {
+                    // Renamed under the lock: a concurrent open sees either
+                    // the flight or the verified file.
+                    if let Err(e) = std::fs::rename(&partial, &final_path) {
+                        let _ = std::fs::remove_file(&partial);
+                        drop(st);
+                        tx.send_modify(|p| {
+                            p.outcome = Some(Err(SourceError::io(final_path.display(), e)))
+                        });
+                        return;
+                    }
+                } else {
+                    let _ = std::fs::remove_file(&partial);
+                }
+            }
+            let ok = outcome.is_ok();
+            tx.send_modify(|p| p.outcome = Some(outcome.map(|_| ())));
+            if ok {
+                evict(&inner, &digest);
+            }
+        });
+        Ok(flight)
+    }
+}
+
+/// Runs one download into `file`; returns its size once the digest matched.
+async fn download(
+    inner: &Arc<Inner>,
+    digest: &str,
+    url: &SourceUrl,
+    credentials: Option<&UrlCredentials>,
+    file: std::fs::File,
+    partial: &Path,
+    tx: &watch::Sender<Progress>,
+) -> Result<u64, SourceError> {
+    let _slot = Arc::clone(&inner.fetch_slots)
+        .acquire_owned()
+        .await
+        .map_err(|_| SourceError::io("fetch slots", "closed"))?;
+    let mut sink = Sink {
+        file: tokio::fs::File::from_std(file),
+        path: partial.to_owned(),
+        hasher: Sha256::new(),
+        buf: BytesMut::with_capacity(WRITE_BATCH),
+        written: 0,
+        flushed: 0,
+        limit: inner.settings.max_image_bytes,
+        tx,
+    };
+    let settings = &inner.settings;
+    let fetch = async {
+        match url.scheme {
+            Scheme::Http | Scheme::Https => inner.http.fetch(url, settings, &mut sink).await,
+            Scheme::Tftp => super::tftp::fetch(url, settings, &mut sink).await,
+            Scheme::Ftp => super::ftp::fetch(url, credentials, settings, &mut sink).await,
+            Scheme::Scp | Scheme::Sftp => {
+                super::ssh::fetch(url, credentials, settings, &mut sink).await
+            }
+        }
+    };
+    match tokio::time::timeout(settings.fetch_timeout, fetch).await {
+        Ok(r) => r?,
+        Err(_) => {
+            return Err(SourceError::Unreachable {
+                url: url.url.clone(),
+                detail: format!(
+                    "download did not finish within {} s",
+                    settings.fetch_timeout.as_secs()
+                ),
+            });
+        }
+    }
+    sink.flush().await?;
+    let actual = hex::encode(sink.hasher.finalize_reset());
+    if actual != digest {
+        return Err(SourceError::DigestMismatch {
+            expected: digest.to_owned(),
+            actual,
+        });
+    }
+    sink.file
+        .sync_all()
+        .await
+        .map_err(|e| SourceError::io(sink.path.display(), e))?;
+    Ok(sink.written)
+}
+
+/// Where a scheme client puts the bytes: size cap, SHA-256, the partial
+/// file, progress for followers.
+pub(crate) struct Sink<'a> {
+    file: tokio::fs::File,
+    path: PathBuf,
+    hasher: Sha256,
+    buf: BytesMut,
+    written: u64,
+    flushed: u64,
+    limit: u64,
+    tx: &'a watch::Sender<Progress>,
+}
+
+impl Sink<'_> {
+    /// The size the source announced (Content-Length, tsize, SIZE, stat).
+    pub(crate) fn announce_total(&mut self, total: u64) -> Result<(), SourceError> {
+        if total > self.limit {
+            return Err(SourceError::TooLarge {
+                size: total,
+                limit: self.limit,
+            });
+        }
+        self.tx.send_modify(|p| p.total = Some(total));
+        Ok(())
+    }
+
+    /// Bytes received so far.
+    pub(crate) fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Appends the next bytes of the image.
+    pub(crate) async fn write(&mut self, data: &[u8]) -> Result<(), SourceError> {
+        let new = self.written + data.len() as u64;
+        if new > self.limit {
+            return Err(SourceError::TooLarge {
+                size: new,
+                limit: self.limit,
+            });
+        }
+        self.hasher.update(data);
+        self.written = new;
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= WRITE_BATCH {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), SourceError> {
+        if !self.buf.is_empty() {
+            let chunk = self.buf.split().freeze();
+            self.file
+                .write_all(&chunk)
+                .await
+                .map_err(|e| SourceError::io(self.path.display(), e))?;
+        }
+        self.file
+            .flush()
+            .await
+            .map_err(|e| SourceError::io(self.path.display(), e))?;
+        if self.flushed != self.written {
+            self.flushed = self.written;
+            let w = self.written;
+            self.tx.send_modify(|p| p.written = w);
+        }
+        Ok(())
+    }
+}
+
+/// Keeps a verified file from eviction while it is read.
+struct ReaderGuard {
+    cache: Arc<Inner>,
+    digest: String,
+}
+
+impl Drop for ReaderGuard {
+    fn drop(&mut self) {
+        let mut st = self.cache.state.lock().unwrap();
+        if let Some(n) = st.readers.get_mut(&self.digest) {
+            *n -= 1;
+            if *n == 0 {
+                st.readers.remove(&self.digest);
+            }
+        }
+    }
+}
+
+/// Removes verified images, least recently used first, until the cache is
+/// within `max_cache_bytes`; never the one just added, one being read or
+/// one being downloaded.
+fn evict(inner: &Inner, keep: &str) {
+    let dir = inner.settings.cache_dir.join("sha256");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    let mut files: Vec<(SystemTime, u64, String, PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let md = e.metadata().ok()?;
+            md.is_file().then(|| {
+                (
+                    md.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                    md.len(),
+                    e.file_name().to_string_lossy().into_owned(),
+                    e.path(),
+                )
+            })
+        })
+        .collect();
+    let mut total: u64 = files.iter().map(|f| f.1).sum();
+    if total <= inner.settings.max_cache_bytes {
+        return;
+    }
+    files.sort();
+    let st = inner.state.lock().unwrap();
+    for (_, len, name, path) in files {
+        if total <= inner.settings.max_cache_bytes {
+            break;
+        }
+        if name == keep || st.readers.contains_key(&name) || st.flights.contains_key(&name) {
+            continue;
+        }
+        if std::fs::remove_file(&path).is_ok() {
+            tracing::info!(digest = %name, bytes = len, "evicted image from cache");
+            total -= len;
+        }
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), SourceError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| SourceError::io(path.display(), e))
+}
+
+/// The bytes of an image, in order, as they arrive. Ends with `None` only
+/// after the SHA-256 of all bytes equals the requested digest; on a
+/// mismatch the last item is an `Err` whose `io::Error` wraps
+/// [`SourceError::DigestMismatch`] (and the partial file is discarded).
+/// Size over `max_image_bytes` errors with [`SourceError::TooLarge`].
+pub struct ImageStream {
+    inner: BoxStream<'static, Result<Bytes, std::io::Error>>,
+    total: Option<u64>,
+    progress: Option<watch::Receiver<Progress>>,
+    from_cache: bool,
+}
+
+impl std::fmt::Debug for ImageStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImageStream")
+            .field("total", &self.total_bytes())
+            .field("from_cache", &self.from_cache)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ImageStream {
+    /// The size, when the source announced it (always for cached images).
+    pub fn total_bytes(&self) -> Option<u64> {
+        match &self.progress {
+            Some(p) => p.borrow().total,
+            None => self.total,
+        }
+    }
+
+    /// Whether the bytes come from a verified copy in the cache.
+    pub fn from_cache(&self) -> bool {
+        self.from_cache
+    }
+
+    fn from_file(file: tokio::fs::File, len: u64, guard: ReaderGuard) -> Self {
+        let state = (file, 0u64, guard);
+        let inner = futures::stream::try_unfold(state, move |(mut file, pos, guard)| async move {
+            if pos >= len {
+                return Ok(None);
+            }
+            let want = STREAM_CHUNK.min((len - pos) as usize);
+            let chunk = read_exact_chunk(&mut file, want).await?;
+            Ok(Some((chunk, (file, pos + want as u64, guard))))
+        });
+        Self {
+            inner: Box::pin(inner),
+            total: Some(len),
+            progress: None,
+            from_cache: true,
+        }
+    }
+
+    fn follow(file: tokio::fs::File, progress: watch::Receiver<Progress>) -> Self {
+        let live = progress.clone();
+        struct Follow {
+            file: tokio::fs::File,
+            pos: u64,
+            progress: watch::Receiver<Progress>,
+            done: bool,
+        }
+        let state = Follow {
+            file,
+            pos: 0,
+            progress,
+            done: false,
+        };
+        let inner = futures::stream::unfold(state, |mut s| async move {
+            if s.done {
+                return None;
+            }
+            loop {
+                let (written, outcome) = {
+                    let p = s.progress.borrow_and_update();
+                    (p.written, p.outcome.clone())
+                };
+                if s.pos < written {
+                    let want = STREAM_CHUNK.min((written - s.pos) as usize);
+                    return match read_at(&mut s.file, s.pos, want).await {
+                        Ok(chunk) => {
+                            s.pos += chunk.len() as u64;
+                            Some((Ok(chunk), s))
+                        }
+                        Err(e) => {
+                            s.done = true;
+                            Some((Err(e), s))
+                        }
+                    };
+                }
+                match outcome {
+                    Some(Ok(())) => return None,
+                    Some(Err(e)) => {
+                        s.done = true;
+                        return Some((Err(e.into_io()), s));
+                    }
+                    None => {
+                        if s.progress.changed().await.is_err() {
+                            s.done = true;
+                            let e = SourceError::Io {
+                                detail: "the download task ended without an outcome".into(),
+                            };
+                            return Some((Err(e.into_io()), s));
+                        }
+                    }
+                }
+            }
+        });
+        Self {
+            inner: Box::pin(inner),
+            total: None,
+            progress: Some(live),
+            from_cache: false,
+        }
+    }
+}
+
+async fn read_exact_chunk(file: &mut tokio::fs::File, want: usize) -> std::io::Result<Bytes> {
+    let mut buf = BytesMut::zeroed(want);
+    file.read_exact(&mut buf).await?;
+    Ok(buf.freeze())
+}
+
+async fn read_at(file: &mut tokio::fs::File, pos: u64, want: usize) -> std::io::Result<Bytes> {
+    // The file position already is `pos` after sequential reads; seek only
+    // guards against a short read having left it elsewhere.
+    let cur = file.stream_position().await?;
+    if cur != pos {
+        file.seek(SeekFrom::Start(pos)).await?;
+    }
+    read_exact_chunk(file, want).await
+}
+
+impl Stream for ImageStream {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.as_mut().poll_next(cx)
+    }
+}
