@@ -9,7 +9,10 @@ mod kind_common;
 use std::path::Path;
 use std::time::Duration;
 
-use cvk_controller::crd::{CiscoDevice, DeviceOperation, IOSXESoftwareUpgrade};
+use cvk_controller::config::Gates;
+use cvk_controller::crd::{
+    CiscoDevice, DeviceOperation, IOSXEOperationalAction, IOSXESoftwareUpgrade,
+};
 use cvk_controller::lease::{Acquire, DeviceLocks, LeaseHolder};
 use cvk_controller::reconcile::{ControllerSettings, run_controllers};
 use cvk_hil::testing::{TestNamespace, install_project_crds, shared_control_plane};
@@ -229,7 +232,9 @@ async fn the_controller_does_its_work_with_only_its_cluster_role() {
     assert!(e.to_string().contains("forbidden"), "{e}");
 
     let fleet = Fleet::start(
-        FleetConfig::new(1, Profile::load("c9300-17.18").unwrap()).credentials("cvk", "kind-rbac"),
+        FleetConfig::new(1, Profile::load("c9300-17.18").unwrap())
+            .credentials("cvk", "kind-rbac")
+            .reboot_ms(500),
     )
     .await
     .unwrap();
@@ -374,6 +379,104 @@ async fn the_controller_does_its_work_with_only_its_cluster_role() {
     );
     locks.release(&ns_name, "sw", &holder).await.unwrap();
     assert_eq!(locks.holder(&ns_name, "sw").await.unwrap(), None);
+
+    // Both mutation gates on: a write-class action and an upgrade do their
+    // work as the ServiceAccount (finalizers, the preconditioned status
+    // writes that carry the at-most-once markers, the shared Lease).
+    ups.delete("up", &Default::default()).await.unwrap();
+    wait_for("upgrade up deleted", Duration::from_secs(30), || async {
+        ups.get_opt("up").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    let mut settings = ControllerSettings::for_namespace(&ns_name);
+    settings.gnoi.insecure = true;
+    settings.probe_interval = Duration::from_secs(600);
+    settings.gates = Gates {
+        write_class: true,
+        software_upgrade: true,
+    };
+    let token = CancellationToken::new();
+    let task = tokio::spawn(run_controllers(sa.clone(), settings, token.clone()));
+
+    let actions: Api<IOSXEOperationalAction> = Api::namespaced(admin.clone(), &ns_name);
+    let reload: IOSXEOperationalAction = serde_json::from_value(json!({
+        "apiVersion": "ops.cisco.vk/v1alpha1", "kind": "IOSXEOperationalAction",
+        "metadata": { "name": "reload" },
+        "spec": { "deviceRef": { "name": "sw" }, "confirm": "sw",
+                  "action": { "kind": "Reboot", "reboot": { "message": "rbac test", "delay": 0 } } }
+    }))
+    .unwrap();
+    actions
+        .create(&PostParams::default(), &reload)
+        .await
+        .unwrap();
+    let st = wait_for(
+        "IOSXEOperationalAction reload terminal",
+        Duration::from_secs(90),
+        || async {
+            let s = actions.get("reload").await.ok()?.status?;
+            let phase = format!("{:?}", s.phase.clone()?);
+            ["Succeeded", "Failed", "Rejected"]
+                .contains(&phase.as_str())
+                .then_some((phase, s))
+        },
+    )
+    .await;
+    assert_eq!(st.0, "Succeeded", "{:#?}", st.1);
+    assert_eq!(
+        sim.journal_for("/gnoi.system.System/Reboot").len(),
+        1,
+        "exactly one Reboot"
+    );
+    wait_for(
+        "reload finalizer released",
+        Duration::from_secs(30),
+        || async {
+            let a = actions.get("reload").await.ok()?;
+            a.metadata
+                .finalizers
+                .unwrap_or_default()
+                .is_empty()
+                .then_some(())
+        },
+    )
+    .await;
+
+    let running = sim.snapshot().running_version;
+    let up2: IOSXESoftwareUpgrade = serde_json::from_value(json!({
+        "apiVersion": "ops.cisco.vk/v1alpha1", "kind": "IOSXESoftwareUpgrade",
+        "metadata": { "name": "up2" },
+        "spec": { "deviceRef": { "name": "sw" },
+                  "imageSource": { "preinstalled": {} },
+                  "targetVersion": running }
+    }))
+    .unwrap();
+    ups.create(&PostParams::default(), &up2).await.unwrap();
+    let st = wait_for(
+        "IOSXESoftwareUpgrade up2 terminal",
+        Duration::from_secs(90),
+        || async {
+            let s = ups.get("up2").await.ok()?.status?;
+            s.phase?.is_terminal().then_some(s)
+        },
+    )
+    .await;
+    assert_eq!(st.phase.map(|p| p.as_str()), Some("Succeeded"), "{st:#?}");
+    assert!(sim.journal_for("/gnoi.os.OS/Activate").is_empty());
+    wait_for("device Lease released", Duration::from_secs(30), || async {
+        locks
+            .holder(&ns_name, "sw")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    token.cancel();
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("controllers stop")
+        .unwrap();
 
     fleet.shutdown().await;
     ns.delete().await;
