@@ -72,6 +72,34 @@ async fn three_classes_use_three_connections() {
 }
 
 #[tokio::test]
+async fn single_channel_carries_every_class_on_one_connection() {
+    let dev = start(Services::FULL, ServerTls::None).await;
+    dev.device
+        .with(|s| s.files.insert("flash:/a.txt".into(), b"hello".to_vec()));
+    let pool = pool(GnoiSettings {
+        single_channel: true,
+        ..fast_settings()
+    });
+    let client = pool.get_or_create(&dev.target("sw1")).unwrap();
+    assert_eq!(dev.proxy.accepted(), 0, "still lazy");
+    client.time().await.unwrap();
+    let got = client.file_get("flash:/a.txt", 1024).await.unwrap();
+    assert_eq!(&got.content[..], b"hello");
+    client
+        .file_put_bytes("flash:/b.txt", 0o644, vec![1u8; 3 * PUT_CHUNK_BYTES].into())
+        .await
+        .unwrap();
+    client.time().await.unwrap();
+    assert_eq!(
+        dev.proxy.accepted(),
+        1,
+        "control and bulk transfer share the one connection"
+    );
+    let control = client.connection_state(WorkloadClass::Control);
+    assert_eq!((control.connects, control.connect_failures), (1, 0));
+}
+
+#[tokio::test]
 async fn port_inference_uses_the_pinned_port_and_explicit_port_wins() {
     let dev = start(Services::FULL, ServerTls::None).await;
     // A port with nothing listening: bind, note it, close.

@@ -14,7 +14,9 @@
 //!   is built: [`ClientError::Disabled`].
 //! * **Workload classes.** Each device has three separate HTTP/2 connections,
 //!   one per [`WorkloadClass`], connected lazily on first use, so an image
-//!   upload never queues a reboot-status probe behind it. Connect failures
+//!   upload never queues a reboot-status probe behind it
+//!   ([`GnoiSettings::single_channel`] shares one connection instead, the
+//!   benchmarks' baseline). Connect failures
 //!   back off exponentially per class ([`ConnectionState`]).
 //! * **Security.** Plaintext or TLS/mTLS per the port and transport rules of
 //!   [`settings`]; credentials go as `username`/`password` metadata on every
@@ -370,19 +372,33 @@ impl DeviceClient {
         };
         let classes = WorkloadClass::ALL
             .map(|c| Arc::new(ClassState::new(c, &settings.timeouts, metrics.clone())));
-        let mut channels = Vec::with_capacity(3);
-        for class in WorkloadClass::ALL {
-            channels.push(conn::build_channel(
+        let channels: [Channel; 3] = if settings.single_channel {
+            // One connection for every class (bulk window sizes, so
+            // transfers are not slowed); its connects are counted on the
+            // control class.
+            let shared = conn::build_channel(
                 &plan,
                 &target,
                 &settings,
-                class,
-                classes[class.index()].clone(),
-            )?);
-        }
-        let channels: [Channel; 3] = channels
-            .try_into()
-            .map_err(|_| ClientError::Protocol("channel count".into()))?;
+                WorkloadClass::BulkTransfer,
+                classes[WorkloadClass::Control.index()].clone(),
+            )?;
+            [shared.clone(), shared.clone(), shared]
+        } else {
+            let mut channels = Vec::with_capacity(3);
+            for class in WorkloadClass::ALL {
+                channels.push(conn::build_channel(
+                    &plan,
+                    &target,
+                    &settings,
+                    class,
+                    classes[class.index()].clone(),
+                )?);
+            }
+            channels
+                .try_into()
+                .map_err(|_| ClientError::Protocol("channel count".into()))?
+        };
         Ok(Self {
             target,
             plan,

@@ -189,6 +189,11 @@ pub struct GnoiSettings {
     pub capability_ttl: Duration,
     /// Deadlines and backoff.
     pub timeouts: Timeouts,
+    /// All workload classes of a device share one HTTP/2 connection instead
+    /// of one connection per class. Off by default; it exists as the
+    /// baseline of the control-latency benchmark (`BENCHMARKS.md`), which
+    /// measures what the classed connections buy.
+    pub single_channel: bool,
 }
 
 impl Default for GnoiSettings {
@@ -199,6 +204,7 @@ impl Default for GnoiSettings {
             disabled: false,
             capability_ttl: Duration::from_secs(600),
             timeouts: Timeouts::default(),
+            single_channel: false,
         }
     }
 }
