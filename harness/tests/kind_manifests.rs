@@ -415,7 +415,7 @@ async fn the_controller_does_its_work_with_only_its_cluster_role() {
         Duration::from_secs(90),
         || async {
             let s = actions.get("reload").await.ok()?.status?;
-            let phase = format!("{:?}", s.phase.clone()?);
+            let phase = format!("{:?}", s.phase?);
             ["Succeeded", "Failed", "Rejected"]
                 .contains(&phase.as_str())
                 .then_some((phase, s))
