@@ -5,7 +5,6 @@
 //! progress (removed at start, on failure and on mismatch).
 
 use std::collections::HashMap;
-use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +16,9 @@ use bytes::{Bytes, BytesMut};
 use futures::Stream;
 use futures::stream::BoxStream;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+#[cfg(debug_assertions)]
+use tokio::io::AsyncSeekExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Semaphore, watch};
 
 use super::url::{Scheme, SourceUrl};
@@ -594,13 +595,10 @@ async fn read_exact_chunk(file: &mut tokio::fs::File, want: usize) -> std::io::R
     Ok(buf.freeze())
 }
 
+/// Reads the next `want` bytes; reads are sequential, so the file position
+/// is always `pos` (checked in debug builds).
 async fn read_at(file: &mut tokio::fs::File, pos: u64, want: usize) -> std::io::Result<Bytes> {
-    // The file position already is `pos` after sequential reads; seek only
-    // guards against a short read having left it elsewhere.
-    let cur = file.stream_position().await?;
-    if cur != pos {
-        file.seek(SeekFrom::Start(pos)).await?;
-    }
+    debug_assert_eq!(file.stream_position().await.ok(), Some(pos));
     read_exact_chunk(file, want).await
 }
 
@@ -609,5 +607,96 @@ impl Stream for ImageStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.inner.as_mut().poll_next(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    fn put(cache: &ImageCache, name: &str, len: usize, age_s: u64) {
+        let p = cache.path_of(name);
+        std::fs::write(&p, vec![1u8; len]).unwrap();
+        let f = std::fs::File::options().write(true).open(&p).unwrap();
+        f.set_modified(SystemTime::now() - std::time::Duration::from_secs(age_s))
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn eviction_removes_least_recently_used_unread_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SourceSettings::new(dir.path());
+        s.max_cache_bytes = 250;
+        let cache = ImageCache::new(s).unwrap();
+        let (a, b, c, d) = (
+            "a".repeat(64),
+            "b".repeat(64),
+            "c".repeat(64),
+            "d".repeat(64),
+        );
+        put(&cache, &a, 100, 400);
+        put(&cache, &b, 100, 300);
+        put(&cache, &c, 100, 200);
+        put(&cache, &d, 100, 0);
+        // `a` is being read: kept although oldest.
+        let stream = cache
+            .open(&FetchRequest {
+                url: "http://127.0.0.1:9/unused".into(),
+                sha256: a.clone(),
+                credentials: None,
+            })
+            .await
+            .unwrap();
+        assert!(stream.from_cache());
+        evict(&cache.inner, &d);
+        assert!(cache.contains(&a), "in use");
+        assert!(
+            !cache.contains(&b) && !cache.contains(&c),
+            "oldest unused evicted"
+        );
+        assert!(cache.contains(&d), "the new entry stays");
+        let chunks: Vec<_> = stream.collect().await;
+        assert_eq!(
+            chunks
+                .iter()
+                .map(|c| c.as_ref().unwrap().len())
+                .sum::<usize>(),
+            100
+        );
+        assert!(cache.inner.state.lock().unwrap().readers.is_empty());
+    }
+
+    #[tokio::test]
+    async fn new_cache_dirs_are_private_and_partials_are_cleared() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("cache");
+        std::fs::create_dir_all(root.join("partial")).unwrap();
+        std::fs::write(root.join("partial").join("leftover"), b"x").unwrap();
+        let _cache = ImageCache::new(SourceSettings::new(&root)).unwrap();
+        assert_eq!(
+            std::fs::metadata(&root).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        assert_eq!(std::fs::read_dir(root.join("partial")).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn open_checks_the_request_before_any_io() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ImageCache::new(SourceSettings::new(dir.path())).unwrap();
+        let req = |url: &str, sha: &str| FetchRequest {
+            url: url.into(),
+            sha256: sha.into(),
+            credentials: None,
+        };
+        let e = cache.open(&req("http://h/a", "xyz")).await.unwrap_err();
+        assert!(e.to_string().contains("64 lowercase hex"), "{e}");
+        let e = cache
+            .open(&req("gopher://h/a", &"a".repeat(64)))
+            .await
+            .unwrap_err();
+        assert_eq!(e.reason(), "SourceUnsupportedScheme");
     }
 }
