@@ -16,9 +16,9 @@ use bytes::{Bytes, BytesMut};
 use futures::Stream;
 use futures::stream::BoxStream;
 use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt;
 #[cfg(debug_assertions)]
 use tokio::io::AsyncSeekExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Semaphore, watch};
 
 use super::url::{Scheme, SourceUrl};
@@ -290,12 +290,12 @@ async fn download(
         .await
         .map_err(|_| SourceError::io("fetch slots", "closed"))?;
     let mut sink = Sink {
-        file: tokio::fs::File::from_std(file),
+        file: Some(file),
+        hasher: Some(Sha256::new()),
+        pending: None,
         path: partial.to_owned(),
-        hasher: Sha256::new(),
         buf: BytesMut::with_capacity(WRITE_BATCH),
         written: 0,
-        flushed: 0,
         limit: inner.settings.max_image_bytes,
         tx,
     };
@@ -322,33 +322,43 @@ async fn download(
             });
         }
     }
-    sink.flush().await?;
-    let actual = hex::encode(sink.hasher.finalize_reset());
+    let (hasher, file) = sink.finish().await?;
+    let actual = hex::encode(hasher.finalize());
     if actual != digest {
         return Err(SourceError::DigestMismatch {
             expected: digest.to_owned(),
             actual,
         });
     }
-    sink.file
-        .sync_all()
+    let path = partial.to_owned();
+    tokio::task::spawn_blocking(move || file.sync_all())
         .await
-        .map_err(|e| SourceError::io(sink.path.display(), e))?;
+        .map_err(|e| SourceError::io(path.display(), e))?
+        .map_err(|e| SourceError::io(path.display(), e))?;
     Ok(sink.written)
 }
 
 /// Where a scheme client puts the bytes: size cap, SHA-256, the partial
 /// file, progress for followers.
+///
+/// Hashing and writing run on a blocking thread, one batch of
+/// [`WRITE_BATCH`] bytes at a time, while the client receives the next
+/// batch: a two-stage pipeline, so the digest costs no extra time on the
+/// network path when two cores are free.
 pub(crate) struct Sink<'a> {
-    file: tokio::fs::File,
+    file: Option<std::fs::File>,
+    hasher: Option<Sha256>,
+    pending: Option<tokio::task::JoinHandle<Batch>>,
     path: PathBuf,
-    hasher: Sha256,
     buf: BytesMut,
     written: u64,
-    flushed: u64,
     limit: u64,
     tx: &'a watch::Sender<Progress>,
 }
+
+/// A batch handed back by the blocking thread: the hasher and file, the
+/// offset the file now ends at, and the write result.
+type Batch = (Sha256, std::fs::File, u64, std::io::Result<()>);
 
 impl Sink<'_> {
     /// The size the source announced (Content-Length, tsize, SIZE, stat).
@@ -377,33 +387,63 @@ impl Sink<'_> {
                 limit: self.limit,
             });
         }
-        self.hasher.update(data);
         self.written = new;
         self.buf.extend_from_slice(data);
         if self.buf.len() >= WRITE_BATCH {
-            self.flush().await?;
+            self.submit().await?;
         }
         Ok(())
     }
 
-    async fn flush(&mut self) -> Result<(), SourceError> {
-        if !self.buf.is_empty() {
-            let chunk = self.buf.split().freeze();
-            self.file
-                .write_all(&chunk)
+    /// Waits for the batch in progress and tells followers its bytes are on
+    /// disk.
+    async fn settle(&mut self) -> Result<(), SourceError> {
+        if let Some(h) = self.pending.take() {
+            let (hasher, file, end, result) = h
                 .await
                 .map_err(|e| SourceError::io(self.path.display(), e))?;
-        }
-        self.file
-            .flush()
-            .await
-            .map_err(|e| SourceError::io(self.path.display(), e))?;
-        if self.flushed != self.written {
-            self.flushed = self.written;
-            let w = self.written;
-            self.tx.send_modify(|p| p.written = w);
+            self.hasher = Some(hasher);
+            self.file = Some(file);
+            result.map_err(|e| SourceError::io(self.path.display(), e))?;
+            self.tx.send_modify(|p| p.written = end);
         }
         Ok(())
+    }
+
+    /// Hands the buffered bytes to the blocking thread.
+    async fn submit(&mut self) -> Result<(), SourceError> {
+        self.settle().await?;
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = self.buf.split().freeze();
+        let (Some(mut hasher), Some(mut file)) = (self.hasher.take(), self.file.take()) else {
+            return Err(SourceError::io(
+                self.path.display(),
+                "sink used after a failure",
+            ));
+        };
+        let end = self.written;
+        self.pending = Some(tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            hasher.update(&chunk);
+            let r = file.write_all(&chunk);
+            (hasher, file, end, r)
+        }));
+        Ok(())
+    }
+
+    /// Writes what is left; returns the hasher and the file.
+    async fn finish(&mut self) -> Result<(Sha256, std::fs::File), SourceError> {
+        self.submit().await?;
+        self.settle().await?;
+        match (self.hasher.take(), self.file.take()) {
+            (Some(h), Some(f)) => Ok((h, f)),
+            _ => Err(SourceError::io(
+                self.path.display(),
+                "sink used after a failure",
+            )),
+        }
     }
 }
 

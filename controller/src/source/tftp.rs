@@ -353,11 +353,12 @@ async fn transfer(
                         }
                         return Ok(());
                     }
-                } else if !gap_acked && block.wrapping_sub((next & 0xffff) as u16) < 0x8000 {
-                    // A block beyond the one expected: one went missing. Ask
-                    // the server to go on after the last block received in
-                    // order (RFC 7440), once per gap; duplicates of old
-                    // blocks are ignored.
+                } else if !gap_acked {
+                    // A block beyond the one expected (one went missing) or
+                    // a duplicate (the server re-sent a window we partly
+                    // had): tell the server where we are, once until the
+                    // next block arrives in order, so it goes on from
+                    // there (RFC 7440) and our window count realigns.
                     last_sent = ack(((next - 1) & 0xffff) as u16).to_vec();
                     sock.send_to(&last_sent, dest)
                         .await
