@@ -5,7 +5,6 @@
 //! progress (removed at start, on failure and on mismatch).
 
 use std::collections::HashMap;
-use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +16,9 @@ use bytes::{Bytes, BytesMut};
 use futures::Stream;
 use futures::stream::BoxStream;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
+#[cfg(debug_assertions)]
+use tokio::io::AsyncSeekExt;
 use tokio::sync::{Semaphore, watch};
 
 use super::url::{Scheme, SourceUrl};
@@ -289,12 +290,12 @@ async fn download(
         .await
         .map_err(|_| SourceError::io("fetch slots", "closed"))?;
     let mut sink = Sink {
-        file: tokio::fs::File::from_std(file),
+        file: Some(file),
+        hasher: Some(Sha256::new()),
+        pending: None,
         path: partial.to_owned(),
-        hasher: Sha256::new(),
         buf: BytesMut::with_capacity(WRITE_BATCH),
         written: 0,
-        flushed: 0,
         limit: inner.settings.max_image_bytes,
         tx,
     };
@@ -321,33 +322,43 @@ async fn download(
             });
         }
     }
-    sink.flush().await?;
-    let actual = hex::encode(sink.hasher.finalize_reset());
+    let (hasher, file) = sink.finish().await?;
+    let actual = hex::encode(hasher.finalize());
     if actual != digest {
         return Err(SourceError::DigestMismatch {
             expected: digest.to_owned(),
             actual,
         });
     }
-    sink.file
-        .sync_all()
+    let path = partial.to_owned();
+    tokio::task::spawn_blocking(move || file.sync_all())
         .await
-        .map_err(|e| SourceError::io(sink.path.display(), e))?;
+        .map_err(|e| SourceError::io(path.display(), e))?
+        .map_err(|e| SourceError::io(path.display(), e))?;
     Ok(sink.written)
 }
 
 /// Where a scheme client puts the bytes: size cap, SHA-256, the partial
 /// file, progress for followers.
+///
+/// Hashing and writing run on a blocking thread, one batch of
+/// [`WRITE_BATCH`] bytes at a time, while the client receives the next
+/// batch: a two-stage pipeline, so the digest costs no extra time on the
+/// network path when two cores are free.
 pub(crate) struct Sink<'a> {
-    file: tokio::fs::File,
+    file: Option<std::fs::File>,
+    hasher: Option<Sha256>,
+    pending: Option<tokio::task::JoinHandle<Batch>>,
     path: PathBuf,
-    hasher: Sha256,
     buf: BytesMut,
     written: u64,
-    flushed: u64,
     limit: u64,
     tx: &'a watch::Sender<Progress>,
 }
+
+/// A batch handed back by the blocking thread: the hasher and file, the
+/// offset the file now ends at, and the write result.
+type Batch = (Sha256, std::fs::File, u64, std::io::Result<()>);
 
 impl Sink<'_> {
     /// The size the source announced (Content-Length, tsize, SIZE, stat).
@@ -376,33 +387,63 @@ impl Sink<'_> {
                 limit: self.limit,
             });
         }
-        self.hasher.update(data);
         self.written = new;
         self.buf.extend_from_slice(data);
         if self.buf.len() >= WRITE_BATCH {
-            self.flush().await?;
+            self.submit().await?;
         }
         Ok(())
     }
 
-    async fn flush(&mut self) -> Result<(), SourceError> {
-        if !self.buf.is_empty() {
-            let chunk = self.buf.split().freeze();
-            self.file
-                .write_all(&chunk)
+    /// Waits for the batch in progress and tells followers its bytes are on
+    /// disk.
+    async fn settle(&mut self) -> Result<(), SourceError> {
+        if let Some(h) = self.pending.take() {
+            let (hasher, file, end, result) = h
                 .await
                 .map_err(|e| SourceError::io(self.path.display(), e))?;
-        }
-        self.file
-            .flush()
-            .await
-            .map_err(|e| SourceError::io(self.path.display(), e))?;
-        if self.flushed != self.written {
-            self.flushed = self.written;
-            let w = self.written;
-            self.tx.send_modify(|p| p.written = w);
+            self.hasher = Some(hasher);
+            self.file = Some(file);
+            result.map_err(|e| SourceError::io(self.path.display(), e))?;
+            self.tx.send_modify(|p| p.written = end);
         }
         Ok(())
+    }
+
+    /// Hands the buffered bytes to the blocking thread.
+    async fn submit(&mut self) -> Result<(), SourceError> {
+        self.settle().await?;
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = self.buf.split().freeze();
+        let (Some(mut hasher), Some(mut file)) = (self.hasher.take(), self.file.take()) else {
+            return Err(SourceError::io(
+                self.path.display(),
+                "sink used after a failure",
+            ));
+        };
+        let end = self.written;
+        self.pending = Some(tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            hasher.update(&chunk);
+            let r = file.write_all(&chunk);
+            (hasher, file, end, r)
+        }));
+        Ok(())
+    }
+
+    /// Writes what is left; returns the hasher and the file.
+    async fn finish(&mut self) -> Result<(Sha256, std::fs::File), SourceError> {
+        self.submit().await?;
+        self.settle().await?;
+        match (self.hasher.take(), self.file.take()) {
+            (Some(h), Some(f)) => Ok((h, f)),
+            _ => Err(SourceError::io(
+                self.path.display(),
+                "sink used after a failure",
+            )),
+        }
     }
 }
 
@@ -594,13 +635,10 @@ async fn read_exact_chunk(file: &mut tokio::fs::File, want: usize) -> std::io::R
     Ok(buf.freeze())
 }
 
+/// Reads the next `want` bytes; reads are sequential, so the file position
+/// is always `pos` (checked in debug builds).
 async fn read_at(file: &mut tokio::fs::File, pos: u64, want: usize) -> std::io::Result<Bytes> {
-    // The file position already is `pos` after sequential reads; seek only
-    // guards against a short read having left it elsewhere.
-    let cur = file.stream_position().await?;
-    if cur != pos {
-        file.seek(SeekFrom::Start(pos)).await?;
-    }
+    debug_assert_eq!(file.stream_position().await.ok(), Some(pos));
     read_exact_chunk(file, want).await
 }
 
@@ -609,5 +647,96 @@ impl Stream for ImageStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.inner.as_mut().poll_next(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    fn put(cache: &ImageCache, name: &str, len: usize, age_s: u64) {
+        let p = cache.path_of(name);
+        std::fs::write(&p, vec![1u8; len]).unwrap();
+        let f = std::fs::File::options().write(true).open(&p).unwrap();
+        f.set_modified(SystemTime::now() - std::time::Duration::from_secs(age_s))
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn eviction_removes_least_recently_used_unread_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SourceSettings::new(dir.path());
+        s.max_cache_bytes = 250;
+        let cache = ImageCache::new(s).unwrap();
+        let (a, b, c, d) = (
+            "a".repeat(64),
+            "b".repeat(64),
+            "c".repeat(64),
+            "d".repeat(64),
+        );
+        put(&cache, &a, 100, 400);
+        put(&cache, &b, 100, 300);
+        put(&cache, &c, 100, 200);
+        put(&cache, &d, 100, 0);
+        // `a` is being read: kept although oldest.
+        let stream = cache
+            .open(&FetchRequest {
+                url: "http://127.0.0.1:9/unused".into(),
+                sha256: a.clone(),
+                credentials: None,
+            })
+            .await
+            .unwrap();
+        assert!(stream.from_cache());
+        evict(&cache.inner, &d);
+        assert!(cache.contains(&a), "in use");
+        assert!(
+            !cache.contains(&b) && !cache.contains(&c),
+            "oldest unused evicted"
+        );
+        assert!(cache.contains(&d), "the new entry stays");
+        let chunks: Vec<_> = stream.collect().await;
+        assert_eq!(
+            chunks
+                .iter()
+                .map(|c| c.as_ref().unwrap().len())
+                .sum::<usize>(),
+            100
+        );
+        assert!(cache.inner.state.lock().unwrap().readers.is_empty());
+    }
+
+    #[tokio::test]
+    async fn new_cache_dirs_are_private_and_partials_are_cleared() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("cache");
+        std::fs::create_dir_all(root.join("partial")).unwrap();
+        std::fs::write(root.join("partial").join("leftover"), b"x").unwrap();
+        let _cache = ImageCache::new(SourceSettings::new(&root)).unwrap();
+        assert_eq!(
+            std::fs::metadata(&root).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        assert_eq!(std::fs::read_dir(root.join("partial")).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn open_checks_the_request_before_any_io() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ImageCache::new(SourceSettings::new(dir.path())).unwrap();
+        let req = |url: &str, sha: &str| FetchRequest {
+            url: url.into(),
+            sha256: sha.into(),
+            credentials: None,
+        };
+        let e = cache.open(&req("http://h/a", "xyz")).await.unwrap_err();
+        assert!(e.to_string().contains("64 lowercase hex"), "{e}");
+        let e = cache
+            .open(&req("gopher://h/a", &"a".repeat(64)))
+            .await
+            .unwrap_err();
+        assert_eq!(e.reason(), "SourceUnsupportedScheme");
     }
 }

@@ -30,6 +30,8 @@ const OP_DATA: u16 = 3;
 const OP_ACK: u16 = 4;
 const OP_ERROR: u16 = 5;
 const OP_OACK: u16 = 6;
+/// Silence inside a window after which the blocks received are acknowledged.
+const WINDOW_SILENCE: Duration = Duration::from_millis(40);
 
 /// What the server agreed to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,8 +230,26 @@ async fn transfer(
     let mut retries = 0u32;
     let mut gap_acked = false;
     loop {
-        let (n, from) = match tokio::time::timeout(timeout, sock.recv_from(&mut buf)).await {
+        // Inside a window that has begun, a short silence means its tail was
+        // lost (a full socket buffer drops datagrams): acknowledge what
+        // arrived so the server goes on at once, instead of both sides
+        // waiting a whole timeout. This is not counted as a retry.
+        let window_open = in_window > 0 && neg.windowsize > 1;
+        let wait = if window_open {
+            timeout.min(WINDOW_SILENCE)
+        } else {
+            timeout
+        };
+        let (n, from) = match tokio::time::timeout(wait, sock.recv_from(&mut buf)).await {
             Ok(Ok(r)) => r,
+            Err(_) if window_open => {
+                last_sent = ack(((next - 1) & 0xffff) as u16).to_vec();
+                sock.send_to(&last_sent, dest)
+                    .await
+                    .map_err(|e| unreachable(format!("sending ACK: {e}")))?;
+                in_window = 0;
+                continue;
+            }
             Ok(Err(e)) => {
                 // ICMP port unreachable surfaces here on Linux.
                 return Err(unreachable(format!("after {} bytes: {e}", sink.written())).into());
@@ -353,11 +373,12 @@ async fn transfer(
                         }
                         return Ok(());
                     }
-                } else if !gap_acked && block.wrapping_sub((next & 0xffff) as u16) < 0x8000 {
-                    // A block beyond the one expected: one went missing. Ask
-                    // the server to go on after the last block received in
-                    // order (RFC 7440), once per gap; duplicates of old
-                    // blocks are ignored.
+                } else if !gap_acked {
+                    // A block beyond the one expected (one went missing) or
+                    // a duplicate (the server re-sent a window we partly
+                    // had): tell the server where we are, once until the
+                    // next block arrives in order, so it goes on from
+                    // there (RFC 7440) and our window count realigns.
                     last_sent = ack(((next - 1) & 0xffff) as u16).to_vec();
                     sock.send_to(&last_sent, dest)
                         .await

@@ -26,11 +26,35 @@ pub struct HttpServer {
     stats: Arc<ServerStats>,
     faults: Arc<FaultKnob>,
     stop: CancellationToken,
+    ca_pem: Option<String>,
 }
 
 impl HttpServer {
     /// Serves `dir` on `addr` (port 0: any free port).
     pub async fn start(dir: &Path, addr: SocketAddr) -> std::io::Result<Self> {
+        Self::start_inner(dir, addr, None).await
+    }
+
+    /// Serves `dir` over HTTPS with a certificate for `localhost` and the
+    /// listen IP, signed by a fresh CA ([`HttpServer::ca_pem`]).
+    pub async fn start_tls(dir: &Path, addr: SocketAddr) -> std::io::Result<Self> {
+        let pki = crate::tls::Pki::generate().map_err(std::io::Error::other)?;
+        let (_, cfg) = pki
+            .server_config("localhost", addr.ip(), false)
+            .map_err(std::io::Error::other)?;
+        let mut cfg = (*cfg).clone();
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        let mut server = Self::start_inner(dir, addr, Some(acceptor)).await?;
+        server.ca_pem = Some(pki.ca_pem.clone());
+        Ok(server)
+    }
+
+    async fn start_inner(
+        dir: &Path,
+        addr: SocketAddr,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let stats = Arc::new(ServerStats::default());
@@ -51,16 +75,33 @@ impl HttpServer {
                 let _ = tcp.set_nodelay(true);
                 let ctx = Arc::clone(&ctx);
                 let token = token.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
                         let ctx = Arc::clone(&ctx);
                         async move { Ok::<_, Infallible>(ctx.handle(req).await) }
                     });
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tcp), svc);
-                    tokio::select! {
-                        _ = conn => {}
-                        _ = token.cancelled() => {}
+                    let builder = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        None => {
+                            let conn = builder.serve_connection(TokioIo::new(tcp), svc);
+                            tokio::select! {
+                                _ = conn => {}
+                                _ = token.cancelled() => {}
+                            }
+                        }
+                        Some(acceptor) => {
+                            let hs = tokio::time::timeout(
+                                std::time::Duration::from_secs(10),
+                                acceptor.accept(tcp),
+                            );
+                            let Ok(Ok(io)) = hs.await else { return };
+                            let conn = builder.serve_connection(TokioIo::new(io), svc);
+                            tokio::select! {
+                                _ = conn => {}
+                                _ = token.cancelled() => {}
+                            }
+                        }
                     }
                 });
             }
@@ -71,6 +112,7 @@ impl HttpServer {
             stats,
             faults,
             stop,
+            ca_pem: None,
         })
     }
 
@@ -79,9 +121,21 @@ impl HttpServer {
         self.addr
     }
 
-    /// `http://addr/<file>`.
+    /// `http://addr/<file>` (`https://localhost:port/<file>` with TLS).
     pub fn url(&self, file: &str) -> String {
-        format!("http://{}/{}", self.addr, file.trim_start_matches('/'))
+        match self.ca_pem {
+            None => format!("http://{}/{}", self.addr, file.trim_start_matches('/')),
+            Some(_) => format!(
+                "https://localhost:{}/{}",
+                self.addr.port(),
+                file.trim_start_matches('/')
+            ),
+        }
+    }
+
+    /// The CA that signed the HTTPS certificate (PEM), when serving TLS.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
     }
 
     /// What it served.
