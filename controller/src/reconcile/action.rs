@@ -61,7 +61,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tonic::Code;
 
-use super::conditions::{self, DesiredCondition};
+use super::conditions;
 use super::device::client_reason;
 use super::operation::service_name;
 use super::target::resolve_target;
@@ -73,9 +73,8 @@ use crate::client::{ClientError, DeviceClient, GnoiService, Support};
 use crate::crd::CiscoDevice;
 use crate::crd::action::{
     ActionArgs, ActionKind, ActionPhase, IOSXEOperationalAction, IOSXEOperationalActionStatus,
-    RebootMethod as CrdRebootMethod, Signal as CrdSignal, conditions::READY,
+    RebootMethod as CrdRebootMethod, Signal as CrdSignal,
 };
-use crate::crd::common::ConditionStatus;
 use crate::lease::{Acquire, DeviceLocks, LeaseHolder};
 use crate::telemetry::ActionTransitionLabels;
 
@@ -814,12 +813,7 @@ fn set_ready(
     generation: Option<i64>,
     now: Timestamp,
 ) {
-    conditions::merge(
-        &mut s.conditions,
-        DesiredCondition::new(READY, ConditionStatus::from(ok), reason, message),
-        generation,
-        now,
-    );
+    conditions::set_ready(&mut s.conditions, ok, reason, message, generation, now);
 }
 
 /// Pending while the device, its target or its Lease is not available
@@ -2117,7 +2111,7 @@ mod tests {
         assert_eq!(doc.dispatch, r);
         assert!(crate::crd::common::is_condition_true(
             &done.conditions,
-            READY
+            crate::crd::action::conditions::READY
         ));
         let rej = rejected_status(
             &IOSXEOperationalActionStatus::default(),

@@ -96,6 +96,24 @@ pub fn merge(
     }
 }
 
+/// Sets the `Ready` condition (True when `ok`) in `conditions`, through
+/// [`merge`]: the shape every reconciled kind uses for its summary.
+pub fn set_ready(
+    conditions: &mut Vec<Condition>,
+    ok: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    merge(
+        conditions,
+        DesiredCondition::new("Ready", ConditionStatus::from(ok), reason, message),
+        generation,
+        now,
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

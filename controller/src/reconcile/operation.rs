@@ -50,13 +50,12 @@ use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 
-use super::conditions::{self, DesiredCondition};
+use super::conditions;
 use super::device::client_reason;
 use super::target::resolve_target;
 use super::{Context, MANAGER, ReconcileError, apply_status, ns_name};
 use crate::client::system::{L4Protocol, PingParams, TracerouteParams};
 use crate::client::{self, ClientError, DeviceClient};
-use crate::crd::common::ConditionStatus;
 use crate::crd::operation::{
     CertArgs, Operation, OperationKind, OperationOutput, OperationPhase, TracerouteProtocol,
 };
@@ -577,12 +576,7 @@ fn set_ready(
     generation: Option<i64>,
     now: Timestamp,
 ) {
-    conditions::merge(
-        &mut s.conditions,
-        DesiredCondition::new(READY, ConditionStatus::from(ok), reason, message),
-        generation,
-        now,
-    );
+    conditions::set_ready(&mut s.conditions, ok, reason, message, generation, now);
 }
 
 /// Phase Pending while the device cannot be used (pure).
