@@ -54,6 +54,11 @@ pub struct ImageDecl {
     /// Size in bytes (default 1 MiB, at most 256 MiB).
     #[serde(default = "default_image_size")]
     pub size: u64,
+    /// Devices (sim target) on whose flash the runner stages the image
+    /// before the scenario starts, as OS.Install would; its path is
+    /// `{{ images.<name>.localPath }}` (for `imageSource.localPath`).
+    #[serde(default)]
+    pub staged_on: Vec<String>,
 }
 
 fn default_image_size() -> u64 {
@@ -355,6 +360,9 @@ pub fn parse(path: &Path, text: &str) -> Result<LoadedScenario, ScenarioError> {
                 "images[{i}].size: {} is out of range 1-{MAX_IMAGE_SIZE} bytes",
                 img.size
             )));
+        }
+        for d in &img.staged_on {
+            known_device(d, &format!("images[{i}].stagedOn")).map_err(fail)?;
         }
     }
     for (i, r) in scenario.resources.iter().enumerate() {
