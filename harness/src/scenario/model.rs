@@ -523,6 +523,23 @@ expect:
     }
 
     #[test]
+    fn staged_images_name_known_devices() {
+        let with = |on: &str| {
+            GOOD.replace(
+                "resources:\n",
+                &format!(
+                    "images:\n  - name: new\n    version: 17.18.03\n    stagedOn: [{on}]\nresources:\n"
+                ),
+            )
+        };
+        let s = parse(Path::new("x.yaml"), &with("sw1")).unwrap();
+        assert_eq!(s.scenario.images[0].staged_on, ["sw1"]);
+        let e = parse(Path::new("x.yaml"), &with("sw9")).unwrap_err();
+        assert!(e.message.contains("images[0].stagedOn"), "{e}");
+        assert!(e.message.contains("\"sw9\" is not in devices (sw1)"), "{e}");
+    }
+
+    #[test]
     fn a_reboot_step_parses_and_is_one_action() {
         let with = |step: &str| {
             GOOD.replace(
