@@ -427,6 +427,84 @@ async fn local_path_is_checked_through_file_get_and_the_spec_example_is_refused(
     ns.delete().await;
 }
 
+/// ISSU on the simulator: a device whose state says it upgrades in
+/// service reports the ISSU path through gNMI
+/// (`/system/install/state/issu-state`) after the activation's boot and the
+/// upgrade succeeds; one that does not ends Failed `ISSUNotSelected` even
+/// though it runs the target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issu_succeeds_only_when_the_device_takes_the_issu_path() {
+    let (client, ns) = setup("upg-issu").await;
+    let fleet = sim_fleet(2).await;
+    let (capable, plain) = (fleet.nth(0).unwrap(), fleet.nth(1).unwrap());
+    capable
+        .apply(iosxe_sim::StatePatch {
+            issu_capable: Some(true),
+            ..Default::default()
+        })
+        .unwrap();
+    let ctl = Controllers::start(&client, upgrade_settings(ns.name()));
+    device(&client, ns.name(), "issu", capable.addr().port()).await;
+    device(&client, ns.name(), "plain", plain.addr().port()).await;
+    image_configmap(&client, ns.name(), "img", &image(NEW)).await;
+    for name in ["issu", "plain"] {
+        upgrade(
+            &client,
+            ns.name(),
+            name,
+            cm_spec(
+                name,
+                json!({"strategy": "ISSU", "rollbackOnFailure": false}),
+            ),
+        )
+        .await;
+    }
+
+    let up = terminal(&client, ns.name(), "issu", Duration::from_secs(90)).await;
+    assert_eq!(
+        phase(&up),
+        Some(UpgradePhase::Succeeded),
+        "{:#?}",
+        up.status
+    );
+    assert_eq!(
+        condition(&up, "VerificationPassed"),
+        ("True".into(), "VersionMatch".into())
+    );
+    let snap = capable.snapshot();
+    assert_eq!(snap.running_version, NEW);
+    assert!(snap.last_activation_issu);
+    let a = capable.journal_for(ACTIVATE);
+    assert_eq!(a.len(), 1);
+    assert_ne!(
+        a[0].fields.get("no_reboot").map(String::as_str),
+        Some("true"),
+        "ISSU activates with reboot allowed"
+    );
+
+    let failed = terminal(&client, ns.name(), "plain", Duration::from_secs(90)).await;
+    assert_eq!(
+        phase(&failed),
+        Some(UpgradePhase::Failed),
+        "{:#?}",
+        failed.status
+    );
+    assert_eq!(reason(&failed), "ISSUNotSelected");
+    assert_eq!(
+        condition(&failed, "VerificationPassed"),
+        ("False".into(), "ISSUNotSelected".into())
+    );
+    let msg = failed.status.as_ref().unwrap().message.clone().unwrap();
+    assert!(msg.contains("ISSU path"), "{msg}");
+    // It did boot the target; only the path is wrong.
+    let snap = plain.snapshot();
+    assert_eq!(snap.running_version, NEW);
+    assert!(!snap.last_activation_issu);
+    assert_eq!(plain.journal_for(ACTIVATE).len(), 1);
+    ctl.stop().await;
+    ns.delete().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn booting_the_old_image_rolls_back_or_fails() {
     let (client, ns) = setup("upg-rollback").await;
@@ -811,15 +889,14 @@ async fn the_walkthrough_manifests_reload_and_noreboot() {
         &bytes,
     )
     .unwrap();
-    // Served over HTTP on loopback: the TFTP client of the image sources
-    // stalls under this test's load (a lost windowed block is never
-    // re-sent), which is tracked with the sources work; the manifests are
-    // otherwise the published ones.
-    let http =
-        iosxe_sim::image_servers::HttpServer::start(dir.path(), "127.0.0.1:0".parse().unwrap())
+    // Served over TFTP like the published manifests (same path), by the
+    // loopback TFTP server of the simulator crate.
+    let tftp =
+        iosxe_sim::image_servers::TftpServer::start(dir.path(), "127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();
-    let url = http.url("images/cat9k_iosxe.26.01.01.SPA.bin");
+    let url = tftp.url("images/cat9k_iosxe.26.01.01.SPA.bin");
+    assert!(url.starts_with("tftp://127.0.0.1:"), "{url}");
     let digest = hex::encode(Sha256::digest(&bytes));
 
     let reload = example(
@@ -902,6 +979,10 @@ async fn the_walkthrough_manifests_reload_and_noreboot() {
     assert_eq!(reason(&staged), "StagedForNextReload");
     assert_eq!(s5.snapshot().running_version, OLD);
     assert_eq!(s5.snapshot().boot_version.as_deref(), Some(BUILD));
+    // The bytes came over TFTP: at least one complete download of the
+    // image (the digest cache may let the second object share it).
+    assert!(tftp.stats().completed() >= 1, "no complete TFTP download");
+    assert!(tftp.stats().bytes() >= bytes.len() as u64);
     ctl.stop().await;
     ns.delete().await;
 }

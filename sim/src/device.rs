@@ -165,6 +165,13 @@ struct State {
     previous_version: Option<String>,
     boot_version: Option<String>,
     activation_fail_message: String,
+    /// The device can upgrade in service (StatePatch `issu_capable`).
+    issu_capable: bool,
+    /// The pending boot is an ISSU one (set by an activation with reboot on
+    /// an ISSU-capable device, consumed by the boot).
+    issu_pending: bool,
+    /// The last activation that booted took the ISSU path.
+    last_activation_issu: bool,
     install: Option<InstallInfo>,
     staged: BTreeMap<String, StagedImage>,
     boot_time_ns: u64,
@@ -262,6 +269,11 @@ pub struct DeviceSnapshot {
     pub previous_version: Option<String>,
     /// Verify's activation_fail_message.
     pub activation_fail_message: String,
+    /// The device upgrades in service (ISSU) when activated with reboot.
+    pub issu_capable: bool,
+    /// The last activation that booted took the ISSU path (gNMI
+    /// `/system/install/state/issu-state`).
+    pub last_activation_issu: bool,
     /// Version being transferred by OS.Install.
     pub install_in_progress: Option<String>,
     /// Staged images.
@@ -305,6 +317,10 @@ pub struct StatePatch {
     /// Hostname.
     #[serde(default)]
     pub hostname: Option<String>,
+    /// Whether an activation with reboot takes the ISSU path (reported by
+    /// gNMI `/system/install/state/issu-state` after the boot).
+    #[serde(default)]
+    pub issu_capable: Option<bool>,
 }
 
 /// Outcome of starting an OS.Install.
@@ -447,6 +463,9 @@ impl Device {
             previous_version: None,
             boot_version: None,
             activation_fail_message: String::new(),
+            issu_capable: false,
+            issu_pending: false,
+            last_activation_issu: false,
             install: None,
             staged: BTreeMap::new(),
             boot_time_ns: now,
@@ -613,6 +632,8 @@ impl Device {
             boot_version: st.boot_version.clone(),
             previous_version: st.previous_version.clone(),
             activation_fail_message: st.activation_fail_message.clone(),
+            issu_capable: st.issu_capable,
+            last_activation_issu: st.last_activation_issu,
             install_in_progress: st.install.as_ref().map(|i| i.version.clone()),
             staged: st.staged.values().cloned().collect(),
             boot_time_ns: st.boot_time_ns,
@@ -673,6 +694,9 @@ impl Device {
         }
         if let Some(h) = p.hostname {
             st.hostname = h;
+        }
+        if let Some(c) = p.issu_capable {
+            st.issu_capable = c;
         }
         drop(st);
         self.touch();
@@ -839,6 +863,7 @@ impl Device {
     fn boot(&self) {
         let mut st = self.lock();
         let now = wall_ns();
+        let issu = std::mem::take(&mut st.issu_pending);
         if let Some(next) = st.boot_version.take()
             && next != st.running_version
         {
@@ -860,9 +885,13 @@ impl Device {
                 })
             });
             match fail {
-                Some(msg) => st.activation_fail_message = msg,
+                Some(msg) => {
+                    st.activation_fail_message = msg;
+                    st.last_activation_issu = false;
+                }
                 None => {
                     st.activation_fail_message.clear();
+                    st.last_activation_issu = issu;
                     st.previous_version = Some(old.clone());
                     st.running_version = next.clone();
                     st.committed = self.profile.auto_commit;
@@ -1300,8 +1329,10 @@ impl Device {
             ));
         }
         st.boot_version = Some(version.to_owned());
+        // An activation that reboots an ISSU-capable device takes the
+        // in-service path; the boot reports it.
+        st.issu_pending = !no_reboot && st.issu_capable;
         drop(st);
-        let _ = no_reboot;
         self.touch();
         Ok(())
     }

@@ -54,6 +54,11 @@ pub struct ImageDecl {
     /// Size in bytes (default 1 MiB, at most 256 MiB).
     #[serde(default = "default_image_size")]
     pub size: u64,
+    /// Devices (sim target) on whose flash the runner stages the image
+    /// before the scenario starts, as OS.Install would; its path is
+    /// `{{ images.<name>.localPath }}` (for `imageSource.localPath`).
+    #[serde(default)]
+    pub staged_on: Vec<String>,
 }
 
 fn default_image_size() -> u64 {
@@ -356,6 +361,9 @@ pub fn parse(path: &Path, text: &str) -> Result<LoadedScenario, ScenarioError> {
                 img.size
             )));
         }
+        for d in &img.staged_on {
+            known_device(d, &format!("images[{i}].stagedOn")).map_err(fail)?;
+        }
     }
     for (i, r) in scenario.resources.iter().enumerate() {
         if r.inline.is_some() == r.file.is_some() {
@@ -512,6 +520,23 @@ expect:
         let bad = GOOD.replace("object: DeviceOperation/t1", "object: t1");
         let e = parse(Path::new("x.yaml"), &bad).unwrap_err();
         assert!(e.message.contains("is not Kind/name"), "{e}");
+    }
+
+    #[test]
+    fn staged_images_name_known_devices() {
+        let with = |on: &str| {
+            GOOD.replace(
+                "resources:\n",
+                &format!(
+                    "images:\n  - name: new\n    version: 17.18.03\n    stagedOn: [{on}]\nresources:\n"
+                ),
+            )
+        };
+        let s = parse(Path::new("x.yaml"), &with("sw1")).unwrap();
+        assert_eq!(s.scenario.images[0].staged_on, ["sw1"]);
+        let e = parse(Path::new("x.yaml"), &with("sw9")).unwrap_err();
+        assert!(e.message.contains("images[0].stagedOn"), "{e}");
+        assert!(e.message.contains("\"sw9\" is not in devices (sw1)"), "{e}");
     }
 
     #[test]

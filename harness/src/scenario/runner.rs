@@ -191,7 +191,7 @@ async fn run_inner(
                 vars.set(format!("{p}.version"), v.clone());
             }
         }
-        let _images = serve_images(&sc.images, log_dir, &mut vars).await?;
+        let _images = serve_images(&sc.images, &devices, log_dir, &mut vars).await?;
         let mut controller = start_controller(ctx, s, ns.name(), log_dir).await?;
         let checked = drive(s, &client, ns.name(), &devices, &vars, result, &say).await;
         stop_controller(&mut controller).await;
@@ -769,14 +769,23 @@ fn describe_bounds(count: Option<usize>, min: Option<usize>, max: Option<usize>)
     parts.join(", ")
 }
 
-/// Generates the scenario's images under `<log_dir>/images` and serves them
-/// over HTTP on loopback until the returned server is dropped; sets the
-/// `images.<name>.*` template keys.
+/// The loopback servers of a scenario's images; they stop when dropped.
+struct ImageServing {
+    _http: iosxe_sim::image_servers::HttpServer,
+    _tftp: iosxe_sim::image_servers::TftpServer,
+}
+
+/// Generates the scenario's images under `<log_dir>/images`, serves them
+/// over HTTP and TFTP on loopback until the returned servers are dropped,
+/// stages each on the simulators its `stagedOn` names; sets the
+/// `images.<name>.*` template keys (`url`, `tftpUrl`, `sha256`, `version`,
+/// `size`, and `localPath` for a staged one).
 async fn serve_images(
     images: &[super::model::ImageDecl],
+    devices: &[PreparedDevice],
     log_dir: &Path,
     vars: &mut Vars,
-) -> Result<Option<iosxe_sim::image_servers::HttpServer>, String> {
+) -> Result<Option<ImageServing>, String> {
     if images.is_empty() {
         return Ok(None);
     }
@@ -796,14 +805,62 @@ async fn serve_images(
     let server = iosxe_sim::image_servers::HttpServer::start(&dir, ([127, 0, 0, 1], 0).into())
         .await
         .map_err(|e| format!("starting the image HTTP server: {e}"))?;
+    let tftp = iosxe_sim::image_servers::TftpServer::start(&dir, ([127, 0, 0, 1], 0).into())
+        .await
+        .map_err(|e| format!("starting the image TFTP server: {e}"))?;
     for (img, file, sha256) in files {
         let p = format!("images.{}", img.name);
         vars.set(format!("{p}.url"), server.url(&file));
+        vars.set(format!("{p}.tftpUrl"), tftp.url(&file));
         vars.set(format!("{p}.sha256"), sha256);
         vars.set(format!("{p}.version"), img.version.clone());
         vars.set(format!("{p}.size"), img.size.to_string());
+        for name in &img.staged_on {
+            let path = stage_image(&dir.join(&file), name, devices)
+                .map_err(|e| format!("images.{}.stagedOn {name}: {e}", img.name))?;
+            vars.set(format!("{p}.localPath"), path);
+        }
     }
-    Ok(Some(server))
+    Ok(Some(ImageServing {
+        _http: server,
+        _tftp: tftp,
+    }))
+}
+
+/// Writes an image file onto a simulated device's flash through the
+/// simulator's install path (as OS.Install would); returns its path there.
+fn stage_image(file: &Path, device: &str, devices: &[PreparedDevice]) -> Result<String, String> {
+    use std::io::Read;
+    let sim = devices
+        .iter()
+        .find(|d| d.name == device)
+        .ok_or_else(|| format!("device {device:?} is not in devices"))?
+        .sim
+        .as_ref()
+        .ok_or("staging an image needs the simulator (sim target)")?;
+    let size = std::fs::metadata(file)
+        .map_err(|e| format!("{}: {e}", file.display()))?
+        .len();
+    let mut session = match sim.handle.device().begin_install("", size, false) {
+        Ok(iosxe_sim::device::InstallBegin::Transfer(s)) => s,
+        Ok(iosxe_sim::device::InstallBegin::AlreadyPresent { version, .. }) => {
+            return Err(format!("{version} is already on the device"));
+        }
+        Err(e) => return Err(format!("{e:?}")),
+    };
+    let mut f = std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| format!("{}: {e}", file.display()))?;
+        if n == 0 {
+            break;
+        }
+        session.write(&buf[..n]).map_err(|e| format!("{e:?}"))?;
+    }
+    let (_, path) = session.finish().map_err(|e| format!("{e:?}"))?;
+    Ok(path)
 }
 
 #[cfg(test)]

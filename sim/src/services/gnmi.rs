@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! /system/state/{hostname,software-version,boot-time,current-datetime}
-//! /system/install/state/{state,running-version,committed,boot-version,activation-fail-message,in-progress-version}
+//! /system/install/state/{state,running-version,committed,boot-version,activation-fail-message,issu-state,in-progress-version}
 //! /system/install/images/image[version=V]/state/{version,path,size}
 //! /system/filesystems/filesystem[name=flash:]/state/{name,size,free}
 //! /system/cpus/cpu[index=ALL]/state/total/instant
@@ -137,6 +137,7 @@ pub fn leaves(t: &Telemetry) -> Vec<(Vec<Elem>, Leaf)> {
         inst("activation-fail-message"),
         Leaf::Str(s.activation_fail_message.clone()),
     ));
+    out.push((inst("issu-state"), Leaf::Bool(s.last_activation_issu)));
     out.push((
         inst("in-progress-version"),
         Leaf::Str(s.install_in_progress.clone().unwrap_or_default()),
