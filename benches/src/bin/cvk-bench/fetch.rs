@@ -34,7 +34,12 @@ pub(crate) fn sha256_rate(bytes: u64) -> f64 {
 
 /// Fetches `url` through a fresh `ImageCache`, reading the stream to its
 /// verified end; the bytes per second.
-async fn through_cache(url: &str, sha256: &str, size: u64, tftp: TftpOptions) -> anyhow::Result<f64> {
+async fn through_cache(
+    url: &str,
+    sha256: &str,
+    size: u64,
+    tftp: TftpOptions,
+) -> anyhow::Result<f64> {
     let cache_dir = tempfile::tempdir().context("cache directory")?;
     let mut settings = SourceSettings::new(cache_dir.path());
     settings.tftp = tftp;
@@ -64,7 +69,13 @@ async fn curl_tftp(url: &str, blksize: u16, size: u64) -> anyhow::Result<f64> {
     let t = Instant::now();
     let out = tokio::process::Command::new("curl")
         .args(["-s", "-S", "-o", "/dev/null", "-w", "%{size_download}"])
-        .args(["--max-time", "600", "--tftp-blksize", &blksize.to_string(), url])
+        .args([
+            "--max-time",
+            "600",
+            "--tftp-blksize",
+            &blksize.to_string(),
+            url,
+        ])
         .kill_on_drop(true)
         .output()
         .await

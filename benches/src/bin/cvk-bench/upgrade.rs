@@ -109,7 +109,9 @@ pub(crate) async fn run(a: &UpgradeArgs) -> anyhow::Result<Value> {
         .await
         .context("starting the local control plane")?;
     let client = cp.client().await.context("control-plane client")?;
-    install_project_crds(&client).await.context("installing the CRDs")?;
+    install_project_crds(&client)
+        .await
+        .context("installing the CRDs")?;
     let ns = TestNamespace::create(&client, "bench-upgrade").await?;
     let nsn = ns.name().to_owned();
 
@@ -301,11 +303,17 @@ pub(crate) async fn run(a: &UpgradeArgs) -> anyhow::Result<Value> {
     let sim_per_device_end_kib = rss_end.saturating_sub(rss_before) / a.devices as u64;
 
     println!("  phases at the end:          {phases:?}");
-    println!("  wall time (controller start to all terminal): {:.1} s", wall.as_secs_f64());
+    println!(
+        "  wall time (controller start to all terminal): {:.1} s",
+        wall.as_secs_f64()
+    );
     if let Some(f) = first_done {
         println!("  first Succeeded after:      {:.1} s", f.as_secs_f64());
     }
-    println!("  controller peak RSS (VmHWM): {:.1} MiB (goal: < 256 MiB at 500 devices)", mib(hwm));
+    println!(
+        "  controller peak RSS (VmHWM): {:.1} MiB (goal: < 256 MiB at 500 devices)",
+        mib(hwm)
+    );
     println!(
         "  simulator memory per device: {:.0} KiB at start, {:.0} KiB after the upgrades",
         sim_per_device_kib, sim_per_device_end_kib
