@@ -235,7 +235,17 @@ pub(crate) async fn run(a: &UpgradeArgs) -> anyhow::Result<Value> {
                 keep(work, &log_path).display()
             );
         }
-        let list = upgrades.list(&ListParams::default()).await?;
+        // A failed list (the API server under load) is retried at the next
+        // poll, within the deadline.
+        let list = match upgrades.list(&ListParams::default()).await {
+            Ok(l) => l,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("  listing the upgrades: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            Err(e) => return Err(e).context("listing the upgrades"),
+        };
         phases = BTreeMap::new();
         for u in &list.items {
             let p = u
