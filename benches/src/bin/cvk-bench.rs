@@ -39,8 +39,52 @@ enum Cmd {
     /// System.Time p50/p99 idle and during OS.Install, classed pool vs one
     /// shared channel.
     Latency(LatencyArgs),
-    /// The quick set of all three with their defaults.
+    /// Image-source fetch over loopback through `ImageCache`: HTTP, TFTP
+    /// blksize x windowsize, and curl's TFTP client, vs SHA-256.
+    Fetch(FetchArgs),
+    /// `cvk-controller run` upgrading N simulated devices against a local
+    /// control plane: wall time, controller peak memory, simulator memory.
+    Upgrade(UpgradeArgs),
+    /// The quick set of install, file and latency with their defaults.
     All,
+}
+
+#[derive(Args, Clone)]
+struct FetchArgs {
+    /// Image size.
+    #[arg(long, default_value = "64MiB")]
+    size: String,
+    /// TFTP blksize values, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "1468,8192")]
+    blksizes: Vec<u16>,
+    /// TFTP windowsize values, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,8")]
+    windowsizes: Vec<u16>,
+    /// Skip curl's TFTP client (run when `curl` is on PATH otherwise).
+    #[arg(long)]
+    no_curl: bool,
+}
+
+#[derive(Args, Clone)]
+struct UpgradeArgs {
+    /// Simulated devices to upgrade (one in-process fleet).
+    #[arg(long, default_value_t = 50)]
+    devices: usize,
+    /// Image size in MiB (served over HTTP on loopback).
+    #[arg(long, default_value_t = 2)]
+    image_mib: u64,
+    /// Reboot outage of each simulated device, in ms.
+    #[arg(long, default_value_t = 500)]
+    reboot_ms: u64,
+    /// `CVK_MAX_CONCURRENT_TRANSFERS` of the controller (its default when unset).
+    #[arg(long)]
+    max_transfers: Option<u32>,
+    /// The `cvk-controller` binary (default: next to this one).
+    #[arg(long)]
+    controller: Option<std::path::PathBuf>,
+    /// Longest the upgrades may take, in seconds.
+    #[arg(long, default_value_t = 900)]
+    timeout_secs: u64,
 }
 
 #[derive(Args, Clone)]
@@ -100,6 +144,8 @@ fn main() -> anyhow::Result<()> {
             Cmd::Install(a) => summary["install"] = install(a).await?,
             Cmd::File(a) => summary["file"] = file(a).await?,
             Cmd::Latency(a) => summary["latency"] = latency(a).await?,
+            Cmd::Fetch(a) => summary["fetch"] = fetch::run(a).await?,
+            Cmd::Upgrade(a) => summary["upgrade"] = upgrade::run(a).await?,
             Cmd::All => {
                 summary["install"] = install(&defaults::<InstallArgs>()).await?;
                 summary["file"] = file(&defaults::<FileArgs>()).await?;
@@ -386,6 +432,11 @@ async fn latency(a: &LatencyArgs) -> anyhow::Result<Value> {
     out.insert("goal_busy_p99_over_idle_p99_classed".into(), json!(2.0));
     Ok(Value::Object(out))
 }
+
+#[path = "cvk-bench/fetch.rs"]
+mod fetch;
+#[path = "cvk-bench/upgrade.rs"]
+mod upgrade;
 
 /// CPU count, model and memory of this machine, from /proc.
 fn machine() -> Value {

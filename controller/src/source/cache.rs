@@ -17,7 +17,6 @@ use futures::Stream;
 use futures::stream::BoxStream;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
-#[cfg(debug_assertions)]
 use tokio::io::AsyncSeekExt;
 use tokio::sync::{Semaphore, watch};
 
