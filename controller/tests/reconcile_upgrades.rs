@@ -391,8 +391,9 @@ async fn local_path_is_checked_through_file_get_and_the_spec_example_is_refused(
     assert!(!seq.contains(&"Transferring".to_owned()), "{seq:?}");
 
     // The specification's example, applied as published (name and
-    // namespace templated): its placeholder digest is refused before the
-    // device is touched.
+    // namespace templated): its localPathSHA256 is a shortened
+    // "a1b2c3d4e5f6..." rather than a SHA-256, so the controller ends it
+    // PreflightFailed (InvalidImageSource) before the device is touched.
     device(&client, ns.name(), "cat9000-3", sim3.addr().port()).await;
     let text = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR"))

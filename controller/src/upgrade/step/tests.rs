@@ -569,7 +569,9 @@ fn local_path_with_and_without_a_digest() {
     assert_eq!(r.status.phase, Some(UpgradePhase::Succeeded));
     assert_eq!(cond(&r.status, IMAGE_VERIFIED), ("False", "NotVerified"));
 
-    // The specification's placeholder digest is refused before the device.
+    // A localPathSHA256 that is not 64 hex digits (the specification's own
+    // example writes a shortened "a1b2c3d4e5f6...") ends PreflightFailed
+    // with reason InvalidImageSource before the device is touched.
     src.local_path_sha256 = Some("a1b2c3d4e5f6...".into());
     let r = run(&spec(src), World::new());
     assert_eq!(r.status.phase, Some(UpgradePhase::PreflightFailed));
