@@ -19,6 +19,13 @@ const FILES: &[&str] = &[
     "github.com/openconfig/gnmi/proto/gnmi/gnmi.proto",
 ];
 
+/// `bytes` fields that carry image and file content.
+const BULK_BYTES_FIELDS: &[&str] = &[
+    ".gnoi.os.InstallRequest.transfer_content",
+    ".gnoi.file.PutRequest.contents",
+    ".gnoi.file.GetResponse.contents",
+];
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={ROOT}");
     let fds = protox::compile(FILES, [ROOT])?;
@@ -31,9 +38,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         prost::Message::encode_to_vec(&fds),
     )?;
 
-    tonic_prost_build::configure()
-        .build_client(true)
-        .build_server(true)
-        .compile_fds(fds)?;
+    // The bulk payload fields decode as `bytes::Bytes`: a slice of tonic's
+    // receive buffer instead of a copy into a new Vec, and the sender can
+    // hand over a chunk it already holds. The wire is unchanged.
+    let mut cfg = tonic_prost_build::configure();
+    for field in BULK_BYTES_FIELDS {
+        cfg = cfg.bytes(field);
+    }
+    cfg.build_client(true).build_server(true).compile_fds(fds)?;
     Ok(())
 }

@@ -17,6 +17,7 @@ use cvk_controller::client::os::{InstallOutcome, InstallParams};
 use cvk_controller::client::{
     ClientMetrics, ClientPool, DeviceClient, DeviceTarget, GnoiSettings, Timeouts, Transport,
 };
+use cvk_controller::source::STREAM_CHUNK;
 use iosxe_sim::{Fleet, FleetConfig, FleetHandle, ImageSpec, Profile};
 use sha2::{Digest, Sha256};
 
@@ -100,19 +101,21 @@ impl Bench {
     }
 
     /// OS.Install of `image` cut into `chunk_bytes` messages; fails unless
-    /// the device validated the transferred bytes. Removes the staged
-    /// image afterwards so the next install of the same version transfers
-    /// again. Returns the content bytes sent.
-    pub async fn install(&self, image: &Image, chunk_bytes: usize) -> anyhow::Result<u64> {
+    /// the device validated the transferred bytes. Then removes the staged
+    /// image so the next install of the same version transfers again; that
+    /// File.Remove is housekeeping and not part of [`Installed::elapsed`].
+    pub async fn install(&self, image: &Image, chunk_bytes: usize) -> anyhow::Result<Installed> {
         let params = InstallParams {
             chunk_bytes,
             ..InstallParams::new(&image.version, image.len())
         };
+        let started = Instant::now();
         let outcome = self
             .client
             .os_install(&params, image.stream(), |_| {})
             .await
             .context("OS.Install")?;
+        let elapsed = started.elapsed();
         let sent = match outcome {
             InstallOutcome::Validated {
                 already_present: false,
@@ -128,7 +131,10 @@ impl Bench {
             .file_remove(&image.staged_path())
             .await
             .context("removing the staged image")?;
-        Ok(sent)
+        Ok(Installed {
+            bytes: sent,
+            elapsed,
+        })
     }
 
     /// Stops the simulator.
@@ -137,13 +143,23 @@ impl Bench {
     }
 }
 
-/// A simulator image held in memory as 64 KiB pieces (the way an HTTP
-/// source hands bytes to the installer), so that reading it costs nothing
-/// in the measurement.
+/// One measured OS.Install.
+#[derive(Debug, Clone, Copy)]
+pub struct Installed {
+    /// Content bytes sent and validated.
+    pub bytes: u64,
+    /// From opening the RPC to the device's Validated answer.
+    pub elapsed: Duration,
+}
+
+/// A simulator image held in memory, cut into the pieces the controller's
+/// image stream hands the installer ([`STREAM_CHUNK`] bytes, as read from
+/// the image cache), so that reading it costs nothing in the measurement.
 #[derive(Clone)]
 pub struct Image {
     /// Version the image carries.
     pub version: String,
+    whole: Bytes,
     pieces: Arc<Vec<Bytes>>,
     len: u64,
 }
@@ -152,14 +168,22 @@ impl Image {
     /// Builds an image of `size` bytes with the simulator's image writer.
     pub fn new(version: &str, size: u64) -> anyhow::Result<Image> {
         let spec = ImageSpec::new(version, size);
-        let pieces: Vec<Bytes> = spec
+        let mut all = Vec::with_capacity(size as usize);
+        for block in spec
             .chunks()
             .map_err(|e| anyhow::anyhow!("image of {size} bytes: {e}"))?
-            .map(Bytes::from)
+        {
+            all.extend_from_slice(&block);
+        }
+        let all = Bytes::from(all);
+        let len = all.len() as u64;
+        let pieces: Vec<Bytes> = (0..all.len())
+            .step_by(STREAM_CHUNK)
+            .map(|at| all.slice(at..(at + STREAM_CHUNK).min(all.len())))
             .collect();
-        let len = pieces.iter().map(|p| p.len() as u64).sum();
         Ok(Image {
             version: version.to_owned(),
+            whole: all,
             pieces: Arc::new(pieces),
             len,
         })
@@ -185,11 +209,7 @@ impl Image {
 
     /// The whole image as one buffer (for File.Put).
     pub fn to_bytes(&self) -> Bytes {
-        let mut v = Vec::with_capacity(self.len as usize);
-        for p in self.pieces.iter() {
-            v.extend_from_slice(p);
-        }
-        Bytes::from(v)
+        self.whole.clone()
     }
 
     /// Where the simulator stages this image after a validated install.
@@ -297,6 +317,17 @@ mod tests {
         assert!(Image::new(BENCH_VERSION, 10).is_err());
     }
 
+    #[tokio::test]
+    async fn image_streams_in_cache_sized_pieces() {
+        use futures::StreamExt;
+        let size = 2 * STREAM_CHUNK as u64 + 12345;
+        let img = Image::new(BENCH_VERSION, size).unwrap();
+        let pieces: Vec<Bytes> = img.stream().map(|p| p.unwrap()).collect().await;
+        let lens: Vec<usize> = pieces.iter().map(Bytes::len).collect();
+        assert_eq!(lens, vec![STREAM_CHUNK, STREAM_CHUNK, 12345]);
+        assert_eq!(pieces.concat(), img.to_bytes());
+    }
+
     #[test]
     fn sizes_parse() {
         assert_eq!(parse_size("64MiB").unwrap(), 64 * MIB);
@@ -308,8 +339,9 @@ mod tests {
         let bench = Bench::start(PoolMode::Shared).await.unwrap();
         let img = Image::new(BENCH_VERSION, 2 * MIB + 17).unwrap();
         for _ in 0..2 {
-            let sent = bench.install(&img, 256 * 1024).await.unwrap();
-            assert_eq!(sent, img.len());
+            let done = bench.install(&img, 256 * 1024).await.unwrap();
+            assert_eq!(done.bytes, img.len());
+            assert!(done.elapsed > Duration::ZERO);
         }
         bench.client.time().await.unwrap();
         bench.shutdown().await;

@@ -6,6 +6,11 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+/// jemalloc: transfers cycle through 1 MiB buffers, which glibc's malloc
+/// hands back to the kernel and faults in again (see `BENCHMARKS.md`).
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Kubernetes controller for the IOS-XE device lifecycle over gNOI and gNMI.
 #[derive(Parser, Debug)]
 #[command(name = "cvk-controller", version, about)]

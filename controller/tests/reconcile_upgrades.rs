@@ -149,13 +149,15 @@ fn phase_sequence(notes: &[String]) -> Vec<String> {
 }
 
 /// Stages `bytes` on the device as OS.Install would (for localPath).
-fn stage(sim: &DeviceHandle, bytes: &[u8]) -> (String, String) {
+async fn stage(sim: &DeviceHandle, bytes: &[u8]) -> (String, String) {
     match sim.device().begin_install("", bytes.len() as u64, false) {
         Ok(InstallBegin::Transfer(mut s)) => {
             for c in bytes.chunks(64 * 1024) {
-                s.write(c).expect("staging write");
+                s.write(bytes::Bytes::copy_from_slice(c))
+                    .await
+                    .expect("staging write");
             }
-            s.finish().expect("staging finish")
+            s.finish().await.expect("staging finish")
         }
         Ok(InstallBegin::AlreadyPresent { .. }) => panic!("already staged"),
         Err(e) => panic!("staging: {e:?}"),
@@ -355,7 +357,7 @@ async fn local_path_is_checked_through_file_get_and_the_spec_example_is_refused(
     let ctl = Controllers::start(&client, upgrade_settings(ns.name()));
     device(&client, ns.name(), "sw", sim.addr().port()).await;
     let bytes = image(NEW);
-    let (version, path) = stage(&sim, &bytes);
+    let (version, path) = stage(&sim, &bytes).await;
     assert_eq!(version, NEW);
     let digest = hex::encode(Sha256::digest(&bytes));
     upgrade(

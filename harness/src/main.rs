@@ -8,6 +8,11 @@ use clap::{Parser, Subcommand};
 use cvk_hil::{LocalControlPlane, scenario};
 use tokio::signal::unix::{SignalKind, signal};
 
+/// jemalloc: transfers cycle through 1 MiB buffers, which glibc's malloc
+/// hands back to the kernel and faults in again (see `BENCHMARKS.md`).
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Hardware-in-the-loop scenario runner and local Kubernetes control plane
 /// for the IOS-XE lifecycle controller.
 #[derive(Parser, Debug)]

@@ -51,7 +51,7 @@ fn install_request_transfer_request_with_package_size() {
 fn install_request_content_and_end() {
     let content = os::InstallRequest {
         request: Some(os::install_request::Request::TransferContent(
-            b"\x00\x01\x02".to_vec(),
+            prost::bytes::Bytes::from_static(b"\x00\x01\x02"),
         )),
     };
     // transfer_content is field 2 (LEN).
@@ -303,7 +303,9 @@ fn put_request_open_contents_hash() {
     assert_wire(&open, &expected);
 
     let contents = file::PutRequest {
-        request: Some(file::put_request::Request::Contents(b"abc".to_vec())),
+        request: Some(file::put_request::Request::Contents(
+            prost::bytes::Bytes::from_static(b"abc"),
+        )),
     };
     assert_wire(&contents, &[0x12, 0x03, b'a', b'b', b'c']);
 

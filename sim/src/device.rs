@@ -1289,11 +1289,22 @@ impl Device {
                 return Err(InstallFail::new(K::TooLarge, e.to_string()));
             }
         };
+        let writer = match FlashWriter::start(&self.name, file, package_size) {
+            Ok(w) => w,
+            Err(e) => {
+                self.lock().install = None;
+                let _ = std::fs::remove_file(&spool);
+                return Err(InstallFail::new(
+                    K::TooLarge,
+                    format!("cannot start the flash writer: {e}"),
+                ));
+            }
+        };
         Ok(InstallBegin::Transfer(InstallSession {
             dev: self.clone(),
             spool: Some(spool),
-            file,
-            validator: ImageValidator::new(),
+            writer: Some(writer),
+            received: 0,
             free,
             corrupt,
             progress_every: self.profile.install_progress_bytes,
@@ -1778,13 +1789,104 @@ pub fn hash_reader(r: &mut impl Read, method: i32) -> Result<Vec<u8>, DomainErro
     }
 }
 
+/// Messages each flash stage holds at most (with 1 MiB chunks, 8 MiB).
+const FLASH_WRITER_QUEUE: usize = 8;
+
+/// The write side of an OS.Install: two threads of its own, one appending
+/// each chunk to the spool file and one feeding it to the image validator
+/// (SHA-256). Both run beside the gRPC receive path instead of on the async
+/// workers between two reads of the stream, and beside each other, since
+/// each chunk is shared, not copied. Chunks arrive in order over bounded
+/// queues (backpressure reaches the client through HTTP/2 flow control);
+/// dropping the senders ends both threads.
+struct FlashWriter {
+    write_tx: tokio::sync::mpsc::Sender<Bytes>,
+    hash_tx: tokio::sync::mpsc::Sender<Bytes>,
+    written: tokio::sync::oneshot::Receiver<Result<(), String>>,
+    hashed: tokio::sync::oneshot::Receiver<ImageValidator>,
+}
+
+impl FlashWriter {
+    /// `expected` is the announced package size: the spool file gets its
+    /// blocks up front, so that appending does not allocate them page by
+    /// page (a hint; ignored where the filesystem cannot).
+    fn start(device: &str, mut file: std::fs::File, expected: u64) -> std::io::Result<FlashWriter> {
+        let (write_tx, mut write_rx) = tokio::sync::mpsc::channel::<Bytes>(FLASH_WRITER_QUEUE);
+        let (hash_tx, mut hash_rx) = tokio::sync::mpsc::channel::<Bytes>(FLASH_WRITER_QUEUE);
+        let (written_tx, written) = tokio::sync::oneshot::channel();
+        let (hashed_tx, hashed) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name(format!("flash-{device}"))
+            .spawn(move || {
+                if expected > 0 {
+                    use rustix::fs::{FallocateFlags, fallocate};
+                    let _ = fallocate(&file, FallocateFlags::KEEP_SIZE, 0, expected);
+                }
+                let mut result = Ok(());
+                while let Some(chunk) = write_rx.blocking_recv() {
+                    if let Err(e) = file.write_all(&chunk) {
+                        result = Err(e.to_string());
+                        break;
+                    }
+                }
+                if result.is_ok() {
+                    result = file.flush().map_err(|e| e.to_string());
+                }
+                let _ = written_tx.send(result);
+            })?;
+        std::thread::Builder::new()
+            .name(format!("verify-{device}"))
+            .spawn(move || {
+                let mut validator = ImageValidator::new();
+                while let Some(chunk) = hash_rx.blocking_recv() {
+                    validator.update(&chunk);
+                }
+                let _ = hashed_tx.send(validator);
+            })?;
+        Ok(FlashWriter {
+            write_tx,
+            hash_tx,
+            written,
+            hashed,
+        })
+    }
+
+    /// Queues a chunk for both threads; waits while a queue is full. An
+    /// error means the write thread stopped on a write error, which
+    /// [`FlashWriter::finish`] names.
+    async fn write(&self, chunk: Bytes) -> Result<(), ()> {
+        self.hash_tx.send(chunk.clone()).await.map_err(|_| ())?;
+        self.write_tx.send(chunk).await.map_err(|_| ())
+    }
+
+    /// Closes the queues and waits for every queued chunk to be written
+    /// and hashed.
+    async fn finish(self) -> Result<ImageValidator, String> {
+        drop(self.write_tx);
+        drop(self.hash_tx);
+        self.written
+            .await
+            .unwrap_or_else(|_| Err("the flash write thread ended without a result".into()))?;
+        self.hashed
+            .await
+            .map_err(|_| "the image verify thread ended without a result".into())
+    }
+}
+
+fn flash_write_failed(e: String) -> InstallFail {
+    InstallFail::new(
+        InstallFailKind::TooLarge,
+        format!("flash write failed: {e}"),
+    )
+}
+
 /// An open OS.Install transfer. Dropping it (client went away, error)
 /// discards the partial image and frees the install slot.
 pub struct InstallSession {
     dev: Arc<Device>,
     spool: Option<PathBuf>,
-    file: std::fs::File,
-    validator: ImageValidator,
+    writer: Option<FlashWriter>,
+    received: u64,
     free: u64,
     corrupt: bool,
     progress_every: u64,
@@ -1793,8 +1895,10 @@ pub struct InstallSession {
 
 impl InstallSession {
     /// Appends content; returns `Some(bytes)` when a TransferProgress is due.
-    pub fn write(&mut self, data: &[u8]) -> Result<Option<u64>, InstallFail> {
-        let total = self.validator.received() + data.len() as u64;
+    /// The bytes count as received once queued for the flash writer; a
+    /// write error surfaces here on a later chunk or in [`Self::finish`].
+    pub async fn write(&mut self, data: Bytes) -> Result<Option<u64>, InstallFail> {
+        let total = self.received + data.len() as u64;
         if total > self.free {
             self.dev
                 .faults
@@ -1803,30 +1907,29 @@ impl InstallSession {
                 InstallFailKind::TooLarge,
                 format!(
                     "flash: is full after {} bytes ({} bytes were free)",
-                    self.validator.received(),
-                    self.free
+                    self.received, self.free
                 ),
             ));
         }
-        let damaged;
         let data = if self.corrupt && total > crate::image::HEADER_LEN as u64 + 64 {
             // Flip one body byte as it lands on "flash".
             self.corrupt = false;
             let mut v = data.to_vec();
             let i = v.len() - 1;
             v[i] ^= 0xa5;
-            damaged = v;
-            &damaged[..]
+            Bytes::from(v)
         } else {
             data
         };
-        self.file.write_all(data).map_err(|e| {
-            InstallFail::new(
-                InstallFailKind::TooLarge,
-                format!("flash write failed: {e}"),
-            )
-        })?;
-        self.validator.update(data);
+        let writer = self.writer.as_ref().expect("writer present until finish");
+        if writer.write(data).await.is_err() {
+            let w = self.writer.take().expect("writer present until finish");
+            return Err(match w.finish().await {
+                Err(e) => flash_write_failed(e),
+                Ok(_) => flash_write_failed("the flash writer stopped".into()),
+            });
+        }
+        self.received = total;
         if let Some(i) = self.dev.lock().install.as_mut() {
             i.received = total;
         }
@@ -1841,16 +1944,16 @@ impl InstallSession {
 
     /// Bytes received.
     pub fn received(&self) -> u64 {
-        self.validator.received()
+        self.received
     }
 
-    /// TransferEnd: validates the image and stores it as
-    /// `flash:gNOI_iosxe_<version>.bin`. Returns (version, path).
-    pub fn finish(mut self) -> Result<(String, String), InstallFail> {
+    /// TransferEnd: waits for the flash writer, validates the image and
+    /// stores it as `flash:gNOI_iosxe_<version>.bin`. Returns (version, path).
+    pub async fn finish(mut self) -> Result<(String, String), InstallFail> {
         use InstallFailKind as K;
-        let _ = self.file.flush();
-        let size = self.validator.received();
-        let validator = std::mem::take(&mut self.validator);
+        let size = self.received;
+        let writer = self.writer.take().expect("writer present until finish");
+        let validator = writer.finish().await.map_err(flash_write_failed)?;
         let spec = validator
             .finish(&self.dev.profile.platform_family)
             .map_err(|e| match e {

@@ -8,6 +8,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use iosxe_sim::{FaultFile, Fleet, FleetConfig, ImageSpec, Profile, TlsOptions};
 
+/// jemalloc: transfers cycle through 1 MiB buffers, which glibc's malloc
+/// hands back to the kernel and faults in again (see `BENCHMARKS.md`).
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "iosxe-sim",

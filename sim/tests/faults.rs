@@ -31,7 +31,7 @@ async fn put(ch: &tonic::transport::Channel, path: &str, data: &[u8]) -> Result<
         })),
     }];
     msgs.extend(data.chunks(64 * 1024).map(|c| filepb::PutRequest {
-        request: Some(R::Contents(c.to_vec())),
+        request: Some(R::Contents(bytes::Bytes::copy_from_slice(c))),
     }));
     msgs.push(filepb::PutRequest {
         request: Some(R::Hash(cvk_proto::gnoi::types::HashType {

@@ -431,7 +431,7 @@ pub async fn put(
     }];
     for c in data.chunks(chunk) {
         msgs.push(filepb::PutRequest {
-            request: Some(R::Contents(c.to_vec())),
+            request: Some(R::Contents(bytes::Bytes::copy_from_slice(c))),
         });
     }
     if let Some(h) = hash {

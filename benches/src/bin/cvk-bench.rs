@@ -20,6 +20,11 @@ use cvk_benches::{
 use cvk_controller::client::os::{DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES, MIN_CHUNK_BYTES};
 use serde_json::{Value, json};
 
+/// jemalloc: transfers cycle through 1 MiB buffers, which glibc's malloc
+/// hands back to the kernel and faults in again (see `BENCHMARKS.md`).
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(about = "Transfer and control-latency benchmarks against the IOS-XE simulator")]
 struct Cli {
@@ -235,9 +240,8 @@ async fn install(a: &InstallArgs) -> anyhow::Result<Value> {
                 // The baseline next to each install, so both see the same
                 // machine load.
                 shas.push(image.sha256_rate(1));
-                let t = Instant::now();
-                let sent = bench.install(&image, chunk as usize).await?;
-                rates.push(rate(sent, t.elapsed()));
+                let done = bench.install(&image, chunk as usize).await?;
+                rates.push(rate(done.bytes, done.elapsed));
             }
             let (r, s) = (median(rates), median(shas));
             let ratio = r / s;
@@ -383,8 +387,8 @@ async fn latency(a: &LatencyArgs) -> anyhow::Result<Value> {
                 (bench.clone(), image.clone(), stop.clone(), moved.clone());
             tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) && started.elapsed() < max {
-                    let n = bench.install(&image, DEFAULT_CHUNK_BYTES).await?;
-                    moved.fetch_add(n, Ordering::Relaxed);
+                    let done = bench.install(&image, DEFAULT_CHUNK_BYTES).await?;
+                    moved.fetch_add(done.bytes, Ordering::Relaxed);
                 }
                 anyhow::Ok(())
             })

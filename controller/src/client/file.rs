@@ -451,7 +451,7 @@ impl DeviceClient {
                             .fetch_add(filled as u64, Ordering::Relaxed);
                         Some((
                             pb::PutRequest {
-                                request: Some(Request::Contents(buf)),
+                                request: Some(Request::Contents(buf.into())),
                             },
                             PutPhase::Content(reader, hasher),
                         ))

@@ -186,11 +186,16 @@ fn install_error(e: pb::InstallError, bytes_sent: u64) -> InstallOutcome {
 }
 
 /// Cuts an arbitrary byte stream into `size`-byte chunks (the last may be
-/// shorter).
+/// shorter). A chunk that lies inside one input piece is a slice of it (no
+/// copy); one that spans pieces is gathered into a buffer allocated once at
+/// its full size.
 struct Chunker<S> {
     source: S,
     size: usize,
+    /// The chunk being gathered (shorter than `size`).
     buf: BytesMut,
+    /// Input read from `source` and not yet cut.
+    rest: Bytes,
     done: bool,
     read: u64,
 }
@@ -199,12 +204,40 @@ impl<S> Chunker<S>
 where
     S: Stream<Item = Result<Bytes, std::io::Error>> + Unpin,
 {
+    fn new(source: S, size: usize) -> Self {
+        Chunker {
+            source,
+            size,
+            buf: BytesMut::new(),
+            rest: Bytes::new(),
+            done: false,
+            read: 0,
+        }
+    }
+
     async fn next(&mut self) -> Option<Result<Bytes, ClientError>> {
-        while !self.done && self.buf.len() < self.size {
+        loop {
+            if !self.rest.is_empty() {
+                if self.buf.is_empty() && self.rest.len() >= self.size {
+                    return Some(Ok(self.rest.split_to(self.size)));
+                }
+                if self.buf.is_empty() {
+                    self.buf.reserve(self.size);
+                }
+                let take = (self.size - self.buf.len()).min(self.rest.len());
+                self.buf.extend_from_slice(&self.rest.split_to(take));
+                if self.buf.len() == self.size {
+                    return Some(Ok(self.buf.split().freeze()));
+                }
+                continue;
+            }
+            if self.done {
+                break;
+            }
             match self.source.next().await {
                 Some(Ok(b)) => {
                     self.read += b.len() as u64;
-                    self.buf.extend_from_slice(&b);
+                    self.rest = b;
                 }
                 Some(Err(e)) => {
                     self.done = true;
@@ -219,8 +252,7 @@ where
         if self.buf.is_empty() {
             return None;
         }
-        let n = self.buf.len().min(self.size);
-        Some(Ok(self.buf.split_to(n).freeze()))
+        Some(Ok(self.buf.split().freeze()))
     }
 }
 
@@ -329,13 +361,7 @@ impl DeviceClient {
             }
 
             // Phase 2: content. One loop reads answers and writes chunks.
-            let mut chunks = Chunker {
-                source: content,
-                size: params.chunk_bytes,
-                buf: BytesMut::new(),
-                done: false,
-                read: 0,
-            };
+            let mut chunks = Chunker::new(content, params.chunk_bytes);
             let mut pending: Option<Bytes> = None;
             let mut source_done = false;
             let mut deadline = tokio::time::Instant::now() + t.stream_idle;
@@ -360,7 +386,7 @@ impl DeviceClient {
                         let chunk = pending.take().unwrap_or_default();
                         state.bytes_sent += chunk.len() as u64;
                         permit.send(pb::InstallRequest {
-                            request: Some(pb::install_request::Request::TransferContent(chunk.to_vec())),
+                            request: Some(pb::install_request::Request::TransferContent(chunk)),
                         });
                         progress(state);
                         deadline = tokio::time::Instant::now() + t.stream_idle;
@@ -651,13 +677,7 @@ mod tests {
             Ok(Bytes::new()),
             Ok(Bytes::from(vec![3u8; 2])),
         ];
-        let mut c = Chunker {
-            source: futures::stream::iter(parts),
-            size: 4,
-            buf: BytesMut::new(),
-            done: false,
-            read: 0,
-        };
+        let mut c = Chunker::new(futures::stream::iter(parts), 4);
         let mut sizes = Vec::new();
         while let Some(b) = c.next().await {
             sizes.push(b.unwrap().len());
@@ -669,17 +689,44 @@ mod tests {
             Ok(Bytes::from(vec![1u8; 3])),
             Err(std::io::Error::other("disk gone")),
         ];
-        let mut c = Chunker {
-            source: futures::stream::iter(parts),
-            size: 4,
-            buf: BytesMut::new(),
-            done: false,
-            read: 0,
-        };
+        let mut c = Chunker::new(futures::stream::iter(parts), 4);
         let e = c.next().await.unwrap().unwrap_err();
         assert!(
             matches!(e, ClientError::ContentSource { bytes_read: 3, .. }),
             "{e}"
         );
+    }
+
+    proptest::proptest! {
+        /// Any pieces, any chunk size: every chunk but the last is exactly
+        /// `size` bytes, none is empty, and together they are the input in
+        /// order.
+        #[test]
+        fn chunker_keeps_bytes_and_sizes(
+            pieces in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..40), 0..12),
+            size in 1usize..17,
+        ) {
+            let input: Vec<u8> = pieces.concat();
+            let parts: Vec<Result<Bytes, std::io::Error>> =
+                pieces.into_iter().map(|p| Ok(Bytes::from(p))).collect();
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let chunks: Vec<Bytes> = rt.block_on(async {
+                let mut c = Chunker::new(futures::stream::iter(parts), size);
+                let mut out = Vec::new();
+                while let Some(b) = c.next().await {
+                    out.push(b.unwrap());
+                }
+                assert_eq!(c.read, input.len() as u64);
+                out
+            });
+            proptest::prop_assert_eq!(chunks.concat(), input.clone());
+            proptest::prop_assert_eq!(chunks.len(), input.len().div_ceil(size));
+            for (i, c) in chunks.iter().enumerate() {
+                proptest::prop_assert!(!c.is_empty());
+                if i + 1 < chunks.len() {
+                    proptest::prop_assert_eq!(c.len(), size);
+                }
+            }
+        }
     }
 }

@@ -32,8 +32,10 @@ use std::time::Duration;
 pub use cache::{ImageCache, ImageStream};
 pub use url::{Scheme, SourceUrl};
 
-/// Size of the chunks an [`ImageStream`] yields.
-pub const STREAM_CHUNK: usize = 256 * 1024;
+/// Size of the chunks an [`ImageStream`] yields: the default OS.Install
+/// chunk size, so that the installer sends each one as it is, without
+/// gathering pieces into a new buffer.
+pub const STREAM_CHUNK: usize = crate::client::os::DEFAULT_CHUNK_BYTES;
 
 /// Credentials from the `urlSecretRef` Secret.
 ///

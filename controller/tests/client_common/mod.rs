@@ -528,7 +528,9 @@ impl file::file_server::File for Device {
         tokio::spawn(async move {
             for c in data.chunks(64 * 1024) {
                 let msg = file::GetResponse {
-                    response: Some(file::get_response::Response::Contents(c.to_vec())),
+                    response: Some(file::get_response::Response::Contents(
+                        bytes::Bytes::copy_from_slice(c),
+                    )),
                 };
                 if tx.send(Ok(msg)).await.is_err() {
                     return;

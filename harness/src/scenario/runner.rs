@@ -817,6 +817,7 @@ async fn serve_images(
         vars.set(format!("{p}.size"), img.size.to_string());
         for name in &img.staged_on {
             let path = stage_image(&dir.join(&file), name, devices)
+                .await
                 .map_err(|e| format!("images.{}.stagedOn {name}: {e}", img.name))?;
             vars.set(format!("{p}.localPath"), path);
         }
@@ -829,7 +830,11 @@ async fn serve_images(
 
 /// Writes an image file onto a simulated device's flash through the
 /// simulator's install path (as OS.Install would); returns its path there.
-fn stage_image(file: &Path, device: &str, devices: &[PreparedDevice]) -> Result<String, String> {
+async fn stage_image(
+    file: &Path,
+    device: &str,
+    devices: &[PreparedDevice],
+) -> Result<String, String> {
     use std::io::Read;
     let sim = devices
         .iter()
@@ -857,9 +862,12 @@ fn stage_image(file: &Path, device: &str, devices: &[PreparedDevice]) -> Result<
         if n == 0 {
             break;
         }
-        session.write(&buf[..n]).map_err(|e| format!("{e:?}"))?;
+        session
+            .write(bytes::Bytes::copy_from_slice(&buf[..n]))
+            .await
+            .map_err(|e| format!("{e:?}"))?;
     }
-    let (_, path) = session.finish().map_err(|e| format!("{e:?}"))?;
+    let (_, path) = session.finish().await.map_err(|e| format!("{e:?}"))?;
     Ok(path)
 }
 

@@ -69,7 +69,7 @@ impl File for FileService {
                     Ok(Some(chunk)) => {
                         hasher.update(&chunk);
                         let m = pb::GetResponse {
-                            response: Some(pb::get_response::Response::Contents(chunk)),
+                            response: Some(pb::get_response::Response::Contents(chunk.into())),
                         };
                         if tx.send(Ok(m)).await.is_err() {
                             return;

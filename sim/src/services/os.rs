@@ -126,7 +126,7 @@ async fn run_install(
             }
         };
         match msg {
-            Some(R::TransferContent(b)) => match session.write(&b) {
+            Some(R::TransferContent(b)) => match session.write(b).await {
                 Ok(Some(n)) => {
                     let p = A::TransferProgress(pb::TransferProgress { bytes_received: n });
                     if tx.send(resp(p)).await.is_err() {
@@ -142,7 +142,7 @@ async fn run_install(
             },
             Some(R::TransferEnd(_)) => {
                 note("bytes", &session.received());
-                match session.finish() {
+                match session.finish().await {
                     Ok((version, path)) => {
                         note("result", &"validated");
                         note("image_version", &version);

@@ -162,7 +162,7 @@ where
                 let chunks = chunks.take().expect("one TransferReady");
                 tokio::spawn(async move {
                     for c in chunks {
-                        if tx.send(req(R::TransferContent(c))).await.is_err() {
+                        if tx.send(req(R::TransferContent(c.into()))).await.is_err() {
                             return;
                         }
                     }
