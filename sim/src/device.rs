@@ -1091,7 +1091,7 @@ impl Device {
         st.staged.retain(|_, s| s.path != full);
         drop(st);
         if let FileData::Spool(p) = f.data {
-            let _ = std::fs::remove_file(p);
+            discard_spool(p);
         }
         self.touch();
         Ok(())
@@ -1818,6 +1818,7 @@ impl FlashWriter {
         std::thread::Builder::new()
             .name(format!("flash-{device}"))
             .spawn(move || {
+                background_priority();
                 if expected > 0 {
                     use rustix::fs::{FallocateFlags, fallocate};
                     let _ = fallocate(&file, FallocateFlags::KEEP_SIZE, 0, expected);
@@ -1837,6 +1838,7 @@ impl FlashWriter {
         std::thread::Builder::new()
             .name(format!("verify-{device}"))
             .spawn(move || {
+                background_priority();
                 let mut validator = ImageValidator::new();
                 while let Some(chunk) = hash_rx.blocking_recv() {
                     validator.update(&chunk);
@@ -1871,6 +1873,31 @@ impl FlashWriter {
             .await
             .map_err(|_| "the image verify thread ended without a result".into())
     }
+}
+
+/// Deletes a spool file. Unlinking a large file takes milliseconds of
+/// kernel time (its page cache is dropped), so inside a runtime it runs on
+/// the blocking pool instead of holding up an async worker, where it would
+/// delay every other request of the device.
+fn discard_spool(p: PathBuf) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => {
+            rt.spawn_blocking(move || {
+                let _ = std::fs::remove_file(p);
+            });
+        }
+        Err(_) => {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Lowers the calling thread's scheduling priority (nice 10), as a
+/// switch's storage work runs below its management plane: when the CPU is
+/// short, gRPC requests (System.Time, RebootStatus) are answered before the
+/// next chunk is hashed or written. Best effort.
+fn background_priority() {
+    let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10);
 }
 
 fn flash_write_failed(e: String) -> InstallFail {

@@ -132,6 +132,10 @@ struct LatencyArgs {
     /// Longest a phase may run, in seconds.
     #[arg(long, default_value_t = 180)]
     max_secs: u64,
+    /// Idle and busy blocks alternate this many times per pool (each takes
+    /// samples/blocks), so that a slow spell of the machine lands in both.
+    #[arg(long, default_value_t = 5)]
+    blocks: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -355,15 +359,20 @@ async fn latency(a: &LatencyArgs) -> anyhow::Result<Value> {
     if a.samples == 0 {
         bail!("--samples must be at least 1");
     }
+    if a.blocks == 0 {
+        bail!("--blocks must be at least 1");
+    }
     let bulk = parse_size(&a.bulk_size).map_err(|e| anyhow::anyhow!("--bulk-size: {e}"))?;
     let image = Image::new(BENCH_VERSION, bulk)?;
     let gap = Duration::from_micros(a.gap_us);
     let max = Duration::from_secs(a.max_secs);
     let mut out = serde_json::Map::new();
     println!(
-        "\nSystem.Time latency, {} samples {}us apart; busy = OS.Install of {} in a loop",
+        "\nSystem.Time latency, {} samples per phase {}us apart in {} alternating idle/busy \
+         blocks; busy = OS.Install of {} in a loop",
         a.samples,
         a.gap_us,
+        a.blocks,
         label(bulk)
     );
     println!(
@@ -376,33 +385,39 @@ async fn latency(a: &LatencyArgs) -> anyhow::Result<Value> {
         bench.install(&image, DEFAULT_CHUNK_BYTES).await?;
         sample_time(&bench, 50, gap, Instant::now() + max).await?;
 
-        let idle = sample_time(&bench, a.samples, gap, Instant::now() + max).await?;
-        let idle = percentiles(&idle).context("no idle samples")?;
-
-        let stop = Arc::new(AtomicBool::new(false));
+        let per_block = a.samples.div_ceil(a.blocks);
+        let deadline = Instant::now() + max;
+        let (mut idle, mut busy) = (Vec::new(), Vec::new());
         let moved = Arc::new(AtomicU64::new(0));
-        let started = Instant::now();
-        let loader = {
-            let (bench, image, stop, moved) =
-                (bench.clone(), image.clone(), stop.clone(), moved.clone());
-            tokio::spawn(async move {
-                while !stop.load(Ordering::Relaxed) && started.elapsed() < max {
-                    let done = bench.install(&image, DEFAULT_CHUNK_BYTES).await?;
-                    moved.fetch_add(done.bytes, Ordering::Relaxed);
-                }
-                anyhow::Ok(())
-            })
-        };
-        // Let the first transfer get going before sampling.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let busy = sample_time(&bench, a.samples, gap, started + max).await;
-        stop.store(true, Ordering::Relaxed);
-        let loaded = loader.await.context("bulk task panicked")?;
-        let elapsed = started.elapsed();
-        let busy = busy?;
-        loaded?;
+        let mut busy_time = Duration::ZERO;
+        for _ in 0..a.blocks {
+            idle.extend(sample_time(&bench, per_block, gap, deadline).await?);
+
+            let stop = Arc::new(AtomicBool::new(false));
+            let started = Instant::now();
+            let loader = {
+                let (bench, image, stop, moved) =
+                    (bench.clone(), image.clone(), stop.clone(), moved.clone());
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                        let done = bench.install(&image, DEFAULT_CHUNK_BYTES).await?;
+                        moved.fetch_add(done.bytes, Ordering::Relaxed);
+                    }
+                    anyhow::Ok(())
+                })
+            };
+            // Let the first transfer get going before sampling.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let sampled = sample_time(&bench, per_block, gap, deadline).await;
+            stop.store(true, Ordering::Relaxed);
+            let loaded = loader.await.context("bulk task panicked")?;
+            busy_time += started.elapsed();
+            busy.extend(sampled?);
+            loaded?;
+        }
+        let idle = percentiles(&idle).context("no idle samples")?;
         let busy = percentiles(&busy).context("no busy samples")?;
-        let bulk_rate = rate(moved.load(Ordering::Relaxed), elapsed);
+        let bulk_rate = rate(moved.load(Ordering::Relaxed), busy_time);
         let ratio = busy.p99_us / idle.p99_us;
         for (phase, p, r, b) in [
             ("idle", &idle, 1.0, None),
