@@ -1212,7 +1212,7 @@ impl Device {
             ..
         }) = old
         {
-            let _ = std::fs::remove_file(p);
+            discard_spool(p);
         }
         self.touch();
         Ok(())
@@ -2024,7 +2024,7 @@ impl Drop for InstallSession {
         self.dev.lock().install = None;
         self.dev.touch();
         if let Some(p) = self.spool.take() {
-            let _ = std::fs::remove_file(p);
+            discard_spool(p);
         }
     }
 }
