@@ -443,6 +443,12 @@ async fn curl_fetches_from_our_tftp_server_with_options() {
     let bytes = std::fs::read(&out).unwrap();
     assert_eq!(bytes.len() as u64, size);
     assert_eq!(hex::encode(Sha256::digest(&bytes)), sha);
+    // curl exits right after sending the last ACK; the server counts the
+    // transfer once that ACK is processed, which may be a moment later.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while server.stats().completed() == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert_eq!(server.stats().completed(), 1);
 }
 
