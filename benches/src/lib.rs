@@ -161,7 +161,6 @@ pub struct Image {
     pub version: String,
     whole: Bytes,
     pieces: Arc<Vec<Bytes>>,
-    len: u64,
 }
 
 impl Image {
@@ -169,14 +168,9 @@ impl Image {
     pub fn new(version: &str, size: u64) -> anyhow::Result<Image> {
         let spec = ImageSpec::new(version, size);
         let mut all = Vec::with_capacity(size as usize);
-        for block in spec
-            .chunks()
-            .map_err(|e| anyhow::anyhow!("image of {size} bytes: {e}"))?
-        {
-            all.extend_from_slice(&block);
-        }
+        spec.write_to(&mut all)
+            .map_err(|e| anyhow::anyhow!("image of {size} bytes: {e}"))?;
         let all = Bytes::from(all);
-        let len = all.len() as u64;
         let pieces: Vec<Bytes> = (0..all.len())
             .step_by(STREAM_CHUNK)
             .map(|at| all.slice(at..(at + STREAM_CHUNK).min(all.len())))
@@ -185,18 +179,17 @@ impl Image {
             version: version.to_owned(),
             whole: all,
             pieces: Arc::new(pieces),
-            len,
         })
     }
 
     /// Size in bytes.
     pub fn len(&self) -> u64 {
-        self.len
+        self.whole.len() as u64
     }
 
     /// Whether the image has no bytes (never, for a valid image).
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.whole.is_empty()
     }
 
     /// The pieces as the byte stream `os_install` takes.
@@ -236,7 +229,7 @@ impl Image {
             std::hint::black_box(self.sha256());
             best = best.min(t.elapsed());
         }
-        rate(self.len, best)
+        rate(self.len(), best)
     }
 }
 

@@ -144,6 +144,25 @@ async fn assert_ended(
     );
 }
 
+/// A ConfigMap holding `content` under `binaryData["content"]`, as FilePut
+/// reads it.
+async fn content_config_map(client: &Client, ns: &str, name: &str, content: &[u8]) {
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    cms.create(
+        &PostParams::default(),
+        &ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..ObjectMeta::default()
+            },
+            binary_data: Some([("content".to_owned(), ByteString(content.to_vec()))].into()),
+            ..ConfigMap::default()
+        },
+    )
+    .await
+    .unwrap();
+}
+
 async fn lease_holder(client: &Client, ns: &str, device: &str) -> Option<LeaseHolder> {
     DeviceLocks::new(client.clone(), ns, "test")
         .holder(ns, device)
@@ -161,20 +180,7 @@ async fn every_kind_is_sent_exactly_once() {
         device(&client, &n, d, fleet.nth(i).unwrap().addr().port()).await;
     }
     let content: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
-    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &n);
-    cms.create(
-        &PostParams::default(),
-        &ConfigMap {
-            metadata: ObjectMeta {
-                name: Some("startup-bits".into()),
-                ..ObjectMeta::default()
-            },
-            binary_data: Some([("content".to_owned(), ByteString(content.clone()))].into()),
-            ..ConfigMap::default()
-        },
-    )
-    .await
-    .unwrap();
+    content_config_map(&client, &n, "startup-bits", &content).await;
     let ctl = Controllers::start(&client, gate_on(&n));
 
     // Reboot, immediately: the device goes down and comes back.
@@ -908,20 +914,7 @@ async fn a_dispatched_action_deleted_while_the_controller_is_down_keeps_its_reco
     let sim = fleet.nth(0).unwrap();
     device(&client, &n, "sw", sim.addr().port()).await;
     let content = b"hostname sw\n!\nend\n".to_vec();
-    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &n);
-    cms.create(
-        &PostParams::default(),
-        &ConfigMap {
-            metadata: ObjectMeta {
-                name: Some("cfg".into()),
-                ..ObjectMeta::default()
-            },
-            binary_data: Some([("content".to_owned(), ByteString(content.clone()))].into()),
-            ..ConfigMap::default()
-        },
-    )
-    .await
-    .unwrap();
+    content_config_map(&client, &n, "cfg", &content).await;
 
     let mut first = spawn_controller(
         &kubeconfig,
