@@ -134,6 +134,47 @@ pub struct RunArgs {
     )]
     pub image_cache_dir: std::path::PathBuf,
 
+    /// Elect one leader among the replicas on a `coordination.k8s.io` Lease;
+    /// only the leader reconciles.
+    #[arg(long, env = "CVK_LEADER_ELECT",
+          action = ArgAction::Set, num_args = 0..=1, default_value = "false",
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub leader_elect: bool,
+
+    /// Name of the leader election Lease.
+    #[arg(
+        long,
+        env = "CVK_LEADER_ELECTION_ID",
+        default_value = "cvk-controller-leader"
+    )]
+    pub leader_election_id: String,
+
+    /// Namespace of the leader election Lease. Defaults to the pod's
+    /// namespace (`POD_NAMESPACE`), then to the client's namespace.
+    #[arg(long, env = "CVK_LEADER_ELECTION_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+
+    /// How long a standby waits on an unrenewed leader Lease, in seconds.
+    #[arg(long, env = "CVK_LEADER_LEASE_DURATION_SECONDS", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub leader_lease_duration_seconds: u64,
+
+    /// How long the leader leads without a successful renew, in seconds.
+    #[arg(long, env = "CVK_LEADER_RENEW_DEADLINE_SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub leader_renew_deadline_seconds: u64,
+
+    /// How often candidates retry and the leader renews, in seconds.
+    #[arg(long, env = "CVK_LEADER_RETRY_PERIOD_SECONDS", default_value_t = 2,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub leader_retry_period_seconds: u64,
+
+    /// After SIGTERM, how long reconciles in flight may finish before they
+    /// are abandoned (their at-most-once markers make that safe), in seconds.
+    #[arg(long, env = "CVK_SHUTDOWN_GRACE_SECONDS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(0..=300))]
+    pub shutdown_grace_seconds: u64,
+
     /// Content chunk size of OS.Install transfers, in bytes.
     #[arg(long, env = "CVK_INSTALL_CHUNK_BYTES", default_value_t = 1024 * 1024,
           value_parser = clap::value_parser!(u32).range(4096..=4 * 1024 * 1024))]
@@ -232,6 +273,15 @@ impl RunArgs {
         Gates {
             write_class: self.enable_write_class_gnoi,
             software_upgrade: self.enable_iosxe_software_upgrade,
+        }
+    }
+
+    /// The leader election timings.
+    pub fn leader_timings(&self) -> crate::leader::Timings {
+        crate::leader::Timings {
+            lease_duration: Duration::from_secs(self.leader_lease_duration_seconds),
+            renew_deadline: Duration::from_secs(self.leader_renew_deadline_seconds),
+            retry_period: Duration::from_secs(self.leader_retry_period_seconds),
         }
     }
 

@@ -4,6 +4,7 @@
 pub mod client;
 pub mod config;
 pub mod crd;
+pub mod leader;
 pub mod lease;
 pub mod pause;
 pub mod reconcile;

@@ -215,9 +215,19 @@ impl ControllerMetrics {
 
 /// Readiness flag shared between the controllers and `/readyz`.
 #[derive(Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+pub struct Readiness(Arc<AtomicBool>, Arc<std::sync::Mutex<Option<String>>>);
 
 impl Readiness {
+    /// Says this replica's part in leader election on `/readyz`
+    /// (`leading`, `standby; leader is X`).
+    pub fn set_role(&self, role: impl Into<String>) {
+        *self.1.lock().unwrap_or_else(|p| p.into_inner()) = Some(role.into());
+    }
+
+    fn role(&self) -> Option<String> {
+        self.1.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// Marks the process ready (or not).
     pub fn set(&self, ready: bool) {
         self.0.store(ready, Ordering::SeqCst);
@@ -252,10 +262,15 @@ async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
 }
 
 async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
+    let role = s
+        .ready
+        .role()
+        .map(|r| format!(" ({r})"))
+        .unwrap_or_default();
     if s.ready.is_ready() {
-        (StatusCode::OK, "ok")
+        (StatusCode::OK, format!("ok{role}"))
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready{role}"))
     }
 }
 

@@ -63,6 +63,10 @@ struct RunArgs {
     /// Write a JUnit XML report here.
     #[arg(long, env = "CVK_HIL_JUNIT")]
     junit: Option<PathBuf>,
+    /// Run the whole selection this many times and report every scenario
+    /// that was not green in every round (a flake hunt).
+    #[arg(long, env = "CVK_HIL_REPEAT", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    repeat: u32,
     /// Scenarios run at once.
     #[arg(long, env = "CVK_HIL_JOBS", default_value_t = 2)]
     jobs: usize,
@@ -235,15 +239,30 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
         scenarios.len(),
         args.jobs
     );
-    let results = scenario::run_all(&ctx, &scenarios, args.jobs).await;
-    println!();
-    print!("{}", scenario::report::summary_table(&results));
+    let mut rounds = Vec::new();
+    for round in 1..=args.repeat {
+        if args.repeat > 1 {
+            eprintln!("round {round} of {}", args.repeat);
+        }
+        let results = scenario::run_all(&ctx, &scenarios, args.jobs).await;
+        println!();
+        if args.repeat > 1 {
+            println!("round {round} of {}:", args.repeat);
+        }
+        print!("{}", scenario::report::summary_table(&results));
+        rounds.push(results);
+    }
+    let all: Vec<_> = rounds.iter().flatten().cloned().collect();
     if let Some(path) = &args.junit {
-        let xml = scenario::report::junit_xml("cvk-hil", &results, started.elapsed());
+        let xml = scenario::report::junit_xml("cvk-hil", &all, started.elapsed());
         std::fs::write(path, xml).with_context(|| format!("writing {}", path.display()))?;
         println!("JUnit report: {}", path.display());
     }
-    Ok(if scenario::report::totals(&results).failed == 0 {
+    if args.repeat > 1 {
+        println!();
+        print!("{}", scenario::report::repeat_summary(&rounds));
+    }
+    Ok(if scenario::report::totals(&all).failed == 0 {
         0
     } else {
         1

@@ -447,3 +447,49 @@ async fn a_central_controller_can_be_scoped_to_one_namespace() {
     ns.delete().await;
     lab.delete().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_election_runs_two_replicas_with_the_lease_in_the_release_namespace() {
+    let Some(lib) = engine() else { return };
+    let client = shared_control_plane().client().await.unwrap();
+    install_project_crds(&client).await.unwrap();
+    let ns = TestNamespace::create(&client, "chart-leader")
+        .await
+        .unwrap();
+    let lab = TestNamespace::create(&client, "chart-leader-lab")
+        .await
+        .unwrap();
+    let values = json!({
+        "allNamespaces": false,
+        "watchNamespace": lab.name(),
+        "manager": { "leaderElect": true },
+        "rbac": { "userRoles": false },
+    });
+    helm_install(&lib, ns.name(), "ha", values).await.unwrap();
+    let d = Api::<Deployment>::namespaced(client.clone(), ns.name())
+        .get("ha-cisco-vk")
+        .await
+        .unwrap();
+    let env = env_of(&d);
+    assert_eq!(env.get("CVK_LEADER_ELECT").map(String::as_str), Some("1"));
+    assert_eq!(
+        env.get("CVK_LEADER_ELECTION_NAMESPACE").map(String::as_str),
+        Some(ns.name())
+    );
+    let spec = d.spec.unwrap();
+    assert_eq!(spec.replicas, Some(2));
+    assert_eq!(
+        spec.strategy.and_then(|s| s.type_).as_deref(),
+        Some("RollingUpdate")
+    );
+    // The ClusterRole (leases get/create/update) is bound where the Lease
+    // lives as well as where the devices are.
+    for n in [lab.name(), ns.name()] {
+        Api::<RoleBinding>::namespaced(client.clone(), n)
+            .get("ha-cisco-vk")
+            .await
+            .unwrap_or_else(|e| panic!("RoleBinding in {n}: {e}"));
+    }
+    ns.delete().await;
+    lab.delete().await;
+}

@@ -58,6 +58,9 @@ use crate::telemetry::{ControllerMetrics, Readiness};
 /// Field manager of every status write, and the Event reporter.
 pub const MANAGER: &str = "cvk-controller";
 
+/// Default of [`ControllerSettings::shutdown_grace`].
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// What the controllers serve.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scope {
@@ -95,6 +98,9 @@ pub struct ControllerSettings {
     pub lease_namespace: Option<String>,
     /// IOSXESoftwareUpgrade transfers (chunk size, concurrency, image cap).
     pub upgrade: upgrade::UpgradeSettings,
+    /// How long reconciles in flight may run on after shutdown was asked
+    /// for, before they are abandoned.
+    pub shutdown_grace: Duration,
 }
 
 impl ControllerSettings {
@@ -112,6 +118,7 @@ impl ControllerSettings {
             output_limits: operation::OutputLimits::default(),
             lease_namespace: None,
             upgrade: upgrade::UpgradeSettings::default(),
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
     }
 
@@ -171,6 +178,7 @@ impl ControllerSettings {
                 image_cache_dir: args.image_cache_dir.clone(),
                 allow_insecure_ssh: args.allow_insecure_ssh,
             },
+            shutdown_grace: Duration::from_secs(args.shutdown_grace_seconds),
         })
     }
 }
@@ -363,6 +371,7 @@ async fn drive<K, F, Fut>(
     reconcile: F,
     ctx: Arc<Context>,
     shutdown: CancellationToken,
+    abort: CancellationToken,
 ) where
     K: Resource<DynamicType = ()>
         + Clone
@@ -375,24 +384,47 @@ async fn drive<K, F, Fut>(
     Fut: Future<Output = Result<Action, ReconcileError>> + Send + 'static,
 {
     let kind = K::kind(&()).into_owned();
+    let grace = ctx.settings.shutdown_grace;
     tracing::info!(%kind, "controller started");
-    controller
-        .graceful_shutdown_on(async move { shutdown.cancelled_owned().await })
+    let graceful = shutdown.clone();
+    let runs = controller
+        .graceful_shutdown_on(async move { graceful.cancelled_owned().await })
         .run(reconcile, error_policy::<K>, ctx)
         .for_each(|res| {
             if let Err(e) = res {
                 tracing::debug!(error = %e, "controller event");
             }
             futures::future::ready(())
-        })
-        .await;
-    tracing::info!(%kind, "controller stopped");
+        });
+    // kube-runtime's graceful shutdown waits for every reconcile in flight
+    // and, while a watch has not finished its first list (an API server that
+    // refuses or drops the list), waits for that store forever. Both are
+    // bounded here: after the grace period the stream is dropped, which
+    // aborts the reconciles still running at their next await point, the same
+    // as a process kill at that point, which the at-most-once markers are
+    // built for.
+    tokio::select! {
+        () = runs => tracing::info!(%kind, "controller stopped"),
+        () = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(grace).await;
+        } => tracing::warn!(%kind, grace = ?grace,
+            "reconciles still running after the shutdown grace period; abandoning them"),
+        () = abort.cancelled() => tracing::warn!(%kind, "stopped at once (leadership lost)"),
+    }
 }
 
 /// Runs every controller of `ctx.settings` until `shutdown` fires; a
 /// reconcile in flight is allowed to finish. A gated kind runs its full
 /// reconciler while its gate is on, and the gate reporter while it is off.
 pub async fn run_with_context(ctx: Arc<Context>, shutdown: CancellationToken) {
+    run_fenced(ctx, shutdown, CancellationToken::new()).await;
+}
+
+/// [`run_with_context`], and when `abort` fires every reconcile in flight is
+/// abandoned at once, without the grace period (a leader that lost its
+/// Lease must stop before a standby can take over).
+pub async fn run_fenced(ctx: Arc<Context>, shutdown: CancellationToken, abort: CancellationToken) {
     let client = ctx.client.clone();
     let scope = ctx.settings.scope.clone();
 
@@ -405,6 +437,7 @@ pub async fn run_with_context(ctx: Arc<Context>, shutdown: CancellationToken) {
         device::reconcile,
         ctx.clone(),
         shutdown.clone(),
+        abort.clone(),
     );
     // Operations also wake up when their device changes, so one waiting
     // for a device that did not exist yet starts as soon as it does.
@@ -438,6 +471,7 @@ pub async fn run_with_context(ctx: Arc<Context>, shutdown: CancellationToken) {
         operation::reconcile,
         ctx.clone(),
         shutdown.clone(),
+        abort.clone(),
     );
     let gates = ctx.settings.gates;
     let actions = async {
@@ -450,6 +484,7 @@ pub async fn run_with_context(ctx: Arc<Context>, shutdown: CancellationToken) {
                 action::reconcile,
                 ctx.clone(),
                 shutdown.clone(),
+                abort.clone(),
             )
             .await;
         } else {
@@ -461,6 +496,7 @@ pub async fn run_with_context(ctx: Arc<Context>, shutdown: CancellationToken) {
                 gate::reconcile::<IOSXEOperationalAction>,
                 ctx.clone(),
                 shutdown.clone(),
+                abort.clone(),
             )
             .await;
         }
@@ -475,6 +511,7 @@ pub async fn run_with_context(ctx: Arc<Context>, shutdown: CancellationToken) {
                 upgrade::reconcile,
                 ctx.clone(),
                 shutdown.clone(),
+                abort.clone(),
             )
             .await;
         } else {
@@ -486,11 +523,15 @@ pub async fn run_with_context(ctx: Arc<Context>, shutdown: CancellationToken) {
                 gate::reconcile::<IOSXESoftwareUpgrade>,
                 ctx.clone(),
                 shutdown.clone(),
+                abort.clone(),
             )
             .await;
         }
     };
     futures::join!(devices, operations, actions, upgrades);
+    // Transfers run in tasks of their own; none outlives the controllers, so
+    // a replica that took over finds no second sender on the device.
+    ctx.upgrades.cancel_all();
 }
 
 /// Runs the controllers with a fresh [`Context`] (metrics not exported)
@@ -525,6 +566,14 @@ pub enum RunError {
     /// Installing the signal handlers failed.
     #[error("signal handlers: {0}")]
     Signals(#[from] std::io::Error),
+    /// Leader election settings that cannot work.
+    #[error("{0}")]
+    LeaderElection(String),
+    /// This replica led and lost the Lease (no renew within the deadline, or
+    /// another replica took it); it stopped reconciling at once and exits so
+    /// that it starts again as a standby.
+    #[error("leader election lost: {0}")]
+    LeadershipLost(String),
 }
 
 impl RunError {
@@ -535,6 +584,8 @@ impl RunError {
             Self::Scope(_) => "scope",
             Self::Telemetry(_) => "telemetry",
             Self::Signals(_) => "signals",
+            Self::LeaderElection(_) => "leader_election",
+            Self::LeadershipLost(_) => "leadership_lost",
         }
     }
 }
@@ -577,6 +628,12 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     client_metrics.register(&mut registry);
+    let leader_gauge = prometheus_client::metrics::gauge::Gauge::<i64>::default();
+    registry.register(
+        "cvk_leader",
+        "1 while this replica leads (or runs without leader election), 0 while it waits as a standby",
+        leader_gauge.clone(),
+    );
     let ready = Readiness::default();
     let (metrics_addr, health_addr) = crate::telemetry::serve(
         args.metrics_bind_address,
@@ -589,6 +646,27 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     .map_err(|e| RunError::Telemetry(e.to_string()))?;
     tracing::info!(%metrics_addr, %health_addr, "serving /metrics, /healthz and /readyz");
 
+    let election = if args.leader_elect {
+        let timings = args.leader_timings();
+        timings.validate().map_err(RunError::LeaderElection)?;
+        let namespace = args
+            .leader_election_namespace
+            .clone()
+            .or_else(|| {
+                std::env::var("POD_NAMESPACE")
+                    .ok()
+                    .filter(|n| !n.is_empty())
+            })
+            .unwrap_or_else(|| client.default_namespace().to_owned());
+        Some(crate::leader::ElectionConfig {
+            namespace,
+            name: args.leader_election_id.clone(),
+            identity: settings.identity.clone(),
+            timings,
+        })
+    } else {
+        None
+    };
     let ctx = Arc::new(Context::new(
         client.clone(),
         settings,
@@ -611,8 +689,125 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             ready.set(false);
         }
     };
-    futures::join!(run_with_context(ctx, shutdown.clone()), readiness);
+    let work = async {
+        let Some(config) = election else {
+            leader_gauge.set(1);
+            run_with_context(ctx, shutdown.clone()).await;
+            return Ok(());
+        };
+        lead_then_run(
+            client.clone(),
+            config,
+            ctx,
+            shutdown.clone(),
+            &ready,
+            &leader_gauge,
+        )
+        .await
+    };
+    let (result, ()) = futures::join!(work, readiness);
     tracing::info!("cvk-controller stopped");
+    result
+}
+
+/// In-process replica with leader election (tests, and embedding): a fresh
+/// [`Context`] whose controllers run only while this replica holds the
+/// election Lease. Returns when `shutdown` fires (after releasing the
+/// Lease), or with [`RunError::LeadershipLost`].
+pub async fn run_elected(
+    client: Client,
+    settings: ControllerSettings,
+    election: crate::leader::ElectionConfig,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    election
+        .timings
+        .validate()
+        .map_err(RunError::LeaderElection)?;
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        settings,
+        ControllerMetrics::default(),
+        ClientMetrics::default(),
+    ));
+    let gauge = prometheus_client::metrics::gauge::Gauge::<i64>::default();
+    lead_then_run(
+        client,
+        election,
+        ctx,
+        shutdown,
+        &Readiness::default(),
+        &gauge,
+    )
+    .await
+}
+
+/// Waits for the leader Lease, runs the controllers while it is held, and
+/// releases it after they stopped on SIGTERM. A lost Lease stops the
+/// controllers at once and ends in [`RunError::LeadershipLost`].
+async fn lead_then_run(
+    client: Client,
+    config: crate::leader::ElectionConfig,
+    ctx: Arc<Context>,
+    shutdown: CancellationToken,
+    ready: &Readiness,
+    gauge: &prometheus_client::metrics::gauge::Gauge<i64>,
+) -> Result<(), RunError> {
+    let mut elector = crate::leader::Elector::new(client, config.clone());
+    gauge.set(0);
+    ready.set_role("standby");
+    tracing::info!(lease = %config.name, namespace = %config.namespace, identity = %config.identity,
+        "leader election: waiting for the Lease");
+    let mut last_leader = String::new();
+    let won = elector
+        .acquire(&shutdown, |leader| {
+            if leader != last_leader {
+                tracing::info!(%leader, "leader election: standing by");
+                last_leader = leader.to_owned();
+            }
+            ready.set_role(format!("standby; leader is {leader}"));
+        })
+        .await;
+    if !won {
+        return Ok(());
+    }
+    gauge.set(1);
+    ready.set_role("leading");
+    tracing::info!(lease = %config.name, "leader election: leading");
+    let stop = shutdown.child_token();
+    let abort = CancellationToken::new();
+    let stopped = CancellationToken::new();
+    let renewing = async {
+        let still_leader = elector.keep_renewing(&stopped).await;
+        if !still_leader {
+            gauge.set(0);
+            ready.set_role("lost the lease");
+            abort.cancel();
+            stop.cancel();
+        }
+        still_leader
+    };
+    // The controllers stop on SIGTERM (graceful) or at once when the Lease
+    // is lost; the renewals go on until the controllers have stopped.
+    let controllers = async {
+        run_fenced(ctx, stop.clone(), abort.clone()).await;
+        stopped.cancel();
+    };
+    let (still_leader, ()) = futures::join!(renewing, controllers);
+    if !still_leader {
+        return Err(RunError::LeadershipLost(format!(
+            "Lease {}/{} not renewed within {:?}",
+            config.namespace, config.name, config.timings.renew_deadline
+        )));
+    }
+    match elector.release().await {
+        Ok(true) => tracing::info!(lease = %config.name, "leader election: Lease released"),
+        Ok(false) => {
+            tracing::warn!(lease = %config.name, "leader election: the Lease was no longer ours")
+        }
+        Err(e) => tracing::warn!(error = %e, "leader election: releasing the Lease failed"),
+    }
+    gauge.set(0);
     Ok(())
 }
 

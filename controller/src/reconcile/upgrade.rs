@@ -154,6 +154,24 @@ impl Runtime {
             .remove(uid);
     }
 
+    /// Cancels every transfer (the controllers are stopping).
+    pub(crate) fn cancel_all(&self) {
+        let tasks: Vec<TransferTask> = self
+            .transfers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(_, t)| t)
+            .collect();
+        for t in tasks {
+            t.cancel.cancel();
+        }
+        self.progress_written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
     fn progress_due(&self, uid: &str) -> bool {
         self.progress_written
             .lock()

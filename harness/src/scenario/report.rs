@@ -73,6 +73,93 @@ pub fn summary_table(results: &[ScenarioResult]) -> String {
     out
 }
 
+/// One scenario across the rounds of `cvk-hil run --repeat N`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepeatRow {
+    pub name: String,
+    pub passed: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    /// The rounds (1-based) in which it failed.
+    pub failed_in: Vec<usize>,
+}
+
+impl RepeatRow {
+    /// Green every round it ran (skips do not count against it).
+    pub fn always_green(&self) -> bool {
+        self.failed == 0
+    }
+}
+
+/// Per-scenario counts over several rounds, in the order of the first round.
+pub fn repeat_rows(rounds: &[Vec<ScenarioResult>]) -> Vec<RepeatRow> {
+    let mut rows: Vec<RepeatRow> = Vec::new();
+    for (round, results) in rounds.iter().enumerate() {
+        for r in results {
+            let i = match rows.iter().position(|x| x.name == r.name) {
+                Some(i) => i,
+                None => {
+                    rows.push(RepeatRow {
+                        name: r.name.clone(),
+                        passed: 0,
+                        failed: 0,
+                        skipped: 0,
+                        failed_in: Vec::new(),
+                    });
+                    rows.len() - 1
+                }
+            };
+            let row = &mut rows[i];
+            match r.outcome {
+                Outcome::Passed => row.passed += 1,
+                Outcome::Failed(_) => {
+                    row.failed += 1;
+                    row.failed_in.push(round + 1);
+                }
+                Outcome::Skipped(_) => row.skipped += 1,
+            }
+        }
+    }
+    rows
+}
+
+/// The closing report of `--repeat N`: every scenario that was not green in
+/// every round, with the rounds it failed in, then a count line.
+pub fn repeat_summary(rounds: &[Vec<ScenarioResult>]) -> String {
+    let rows = repeat_rows(rounds);
+    let mut out = String::new();
+    let unstable: Vec<&RepeatRow> = rows.iter().filter(|r| !r.always_green()).collect();
+    let _ = writeln!(
+        out,
+        "{} round(s) of {} scenario(s)",
+        rounds.len(),
+        rows.len()
+    );
+    if unstable.is_empty() {
+        let _ = writeln!(out, "every scenario was green in every round");
+    } else {
+        let _ = writeln!(out, "not green every time:");
+        for r in &unstable {
+            let rounds: Vec<String> = r.failed_in.iter().map(usize::to_string).collect();
+            let _ = writeln!(
+                out,
+                "  {}: failed {} of {} round(s) (round {})",
+                r.name,
+                r.failed,
+                r.passed + r.failed,
+                rounds.join(", ")
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "{} always green, {} not",
+        rows.len() - unstable.len(),
+        unstable.len()
+    );
+    out
+}
+
 /// JUnit XML (the common Surefire/Jenkins dialect): one `testsuite`, one
 /// `testcase` a scenario, `failure` and `skipped` elements.
 pub fn junit_xml(suite: &str, results: &[ScenarioResult], total: Duration) -> String {
@@ -211,5 +298,40 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("b (scenarios/b.yaml):\n  - x"), "{t}");
+    }
+
+    #[test]
+    fn repeat_names_every_scenario_not_green_every_round() {
+        let round = |b: Outcome| {
+            vec![
+                result("steady", Outcome::Passed),
+                result("flaky", b),
+                result(
+                    "hw-only",
+                    Outcome::Skipped("not tagged hardware-safe".into()),
+                ),
+            ]
+        };
+        let rounds = vec![
+            round(Outcome::Passed),
+            round(Outcome::Failed(vec!["missed Running".into()])),
+            round(Outcome::Passed),
+            round(Outcome::Failed(vec!["timeout".into()])),
+        ];
+        let rows = repeat_rows(&rounds);
+        assert_eq!(rows.len(), 3);
+        assert!(rows[0].always_green() && rows[2].always_green());
+        assert_eq!(rows[1].failed_in, vec![2, 4]);
+        assert_eq!((rows[1].passed, rows[1].failed), (2, 2));
+        let text = repeat_summary(&rounds);
+        assert!(
+            text.contains("flaky: failed 2 of 4 round(s) (round 2, 4)"),
+            "{text}"
+        );
+        assert!(!text.contains("steady:"), "{text}");
+        assert!(text.ends_with("2 always green, 1 not\n"), "{text}");
+
+        let green = vec![round(Outcome::Passed), round(Outcome::Passed)];
+        assert!(repeat_summary(&green).contains("every scenario was green in every round"));
     }
 }

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Event, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::{ApiCapabilities, ApiResource, Discovery, Scope};
@@ -392,18 +393,27 @@ async fn drive(
     kinds.sort();
     kinds.dedup();
     let (progress_tx, mut progress_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    // Each watcher reports once its initial list is done: nothing is applied
+    // before every watch is established, so no transition can happen before
+    // a watch sees it.
+    let (listed_tx, mut listed_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let mut watchers = Vec::new();
     for kind in &kinds {
         let (ar, _) = resolver.by_kind(kind)?;
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
         let observed = observed.clone();
         let tx = progress_tx.clone();
+        let listed = listed_tx.clone();
         let kind = kind.clone();
         watchers.push(tokio::spawn(async move {
             let mut stream = watcher::watcher(api, watcher::Config::default()).boxed();
             while let Some(ev) = stream.next().await {
                 let obj = match ev {
                     Ok(watcher::Event::Apply(o)) | Ok(watcher::Event::InitApply(o)) => o,
+                    Ok(watcher::Event::InitDone) => {
+                        let _ = listed.send(kind.clone());
+                        continue;
+                    }
                     _ => continue,
                 };
                 let key = format!("{kind}/{}", obj.metadata.name.clone().unwrap_or_default());
@@ -427,6 +437,13 @@ async fn drive(
         }));
     }
     drop(progress_tx);
+    drop(listed_tx);
+    if let Err(e) = wait_for_initial_lists(&kinds, &mut listed_rx, WATCH_LIST_TIMEOUT).await {
+        for w in &watchers {
+            w.abort();
+        }
+        return Err(e);
+    }
 
     let mut pending_resources: Vec<usize> = (0..sc.resources.len()).collect();
     let mut pending_steps: Vec<usize> = (0..sc.timeline.len()).collect();
@@ -520,7 +537,8 @@ async fn drive(
         .await
         .map_err(|e| format!("listing events: {e}"))?
         .items;
-    let o = observed.lock().expect("observed");
+    let mut o = observed.lock().expect("observed");
+    merge_phase_transitions(&mut o.phases, &events);
     result.phases = o
         .phases
         .iter()
@@ -531,6 +549,108 @@ async fn drive(
         check(i, e, &o, &events, devices, &mut failures);
     }
     Ok(failures)
+}
+
+/// How long the watches may take to list before the scenario gives up.
+const WATCH_LIST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Waits until every kind in `kinds` has reported its initial list done.
+async fn wait_for_initial_lists(
+    kinds: &[String],
+    listed: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    timeout: Duration,
+) -> Result<(), String> {
+    let mut waiting: Vec<&String> = kinds.iter().collect();
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !waiting.is_empty() {
+        match tokio::time::timeout_at(deadline, listed.recv()).await {
+            Ok(Some(kind)) => waiting.retain(|k| **k != kind),
+            Ok(None) => return Err("a watch ended before its initial list".to_owned()),
+            Err(_) => {
+                return Err(format!(
+                    "the watch of {} did not finish its initial list within {timeout:?}",
+                    waiting
+                        .iter()
+                        .map(|k| k.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One `PhaseTransition` Event: `from → to: why`, and when it happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PhaseTransitionEvent {
+    object: String,
+    from: String,
+    to: String,
+    at: Option<MicroTime>,
+}
+
+/// The phase transitions the controller announced, from the Events' notes
+/// (`Transferring → Validating: image hash verified`).
+fn phase_transition_events(events: &[Event]) -> Vec<PhaseTransitionEvent> {
+    let mut out: Vec<PhaseTransitionEvent> = events
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("PhaseTransition"))
+        .filter_map(|e| {
+            let kind = e.involved_object.kind.as_deref()?;
+            let name = e.involved_object.name.as_deref()?;
+            let msg = e.message.as_deref()?;
+            let (head, _) = msg.split_once(": ").unwrap_or((msg, ""));
+            let (from, to) = head.split_once(" → ")?;
+            let at = e
+                .event_time
+                .clone()
+                .or_else(|| e.first_timestamp.as_ref().map(|t| MicroTime(t.0)));
+            Some(PhaseTransitionEvent {
+                object: format!("{kind}/{name}"),
+                from: from.trim().to_owned(),
+                to: to.trim().to_owned(),
+                at,
+            })
+        })
+        .collect();
+    // A stable sort keeps the API server's order for equal times.
+    out.sort_by_key(|t| t.at.as_ref().map(|m| m.0));
+    out
+}
+
+/// Completes each object's watched phases with the transitions its Events
+/// announced: a watch that re-listed after a dropped connection can miss a
+/// phase that lasted a moment, the Events do not. The Events' chain is used
+/// only when it is consistent (each `from` the previous `to`) and contains
+/// every watched phase in order; otherwise the watch stays the record.
+fn merge_phase_transitions(phases: &mut HashMap<String, Vec<String>>, events: &[Event]) {
+    let mut chains: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut broken: Vec<String> = Vec::new();
+    for t in phase_transition_events(events) {
+        let chain = chains.entry(t.object.clone()).or_default();
+        match chain.last() {
+            None => chain.extend([t.from, t.to]),
+            Some(last) if *last == t.from => chain.push(t.to),
+            Some(_) => broken.push(t.object),
+        }
+    }
+    for (object, chain) in chains {
+        if broken.contains(&object) {
+            continue;
+        }
+        let watched = phases.entry(object).or_default();
+        if is_subsequence(watched, &chain) {
+            *watched = chain;
+        } else if let Some(start) = watched.iter().position(|p| *p == chain[0])
+            && is_subsequence(&watched[start..], &chain)
+        {
+            // The watch saw phases before the first announced transition
+            // (a phase written without an Event): keep that prefix.
+            watched.truncate(start);
+            watched.extend(chain);
+        }
+    }
 }
 
 fn all_settled(expect: &[Expectation], o: &Observed) -> bool {
@@ -891,5 +1011,124 @@ mod tests {
             &s(&["Pending", "Succeeded"])
         ));
         assert!(is_subsequence(&[], &s(&["Pending"])));
+    }
+
+    fn transition(name: &str, note: &str, at: &str) -> Event {
+        Event {
+            involved_object: k8s_openapi::api::core::v1::ObjectReference {
+                kind: Some("IOSXESoftwareUpgrade".into()),
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            reason: Some("PhaseTransition".into()),
+            message: Some(note.into()),
+            event_time: Some(MicroTime(at.parse().expect("timestamp"))),
+            ..Default::default()
+        }
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn events_fill_in_phases_the_watch_missed() {
+        let key = "IOSXESoftwareUpgrade/up";
+        let mut phases = HashMap::from([(
+            key.to_owned(),
+            strings(&["Pending", "Transferring", "Succeeded"]),
+        )]);
+        // Listed out of order: the times decide.
+        let events = vec![
+            transition(
+                "up",
+                "Transferring → Validating: image hash verified",
+                "2026-12-03T10:00:02.000002Z",
+            ),
+            transition(
+                "up",
+                "Pending → Transferring: lease acquired",
+                "2026-12-03T10:00:01.000001Z",
+            ),
+            transition(
+                "up",
+                "Validating → Succeeded: running 17.18",
+                "2026-12-03T10:00:03.000003Z",
+            ),
+            transition(
+                "other",
+                "Pending → Failed: x",
+                "2026-12-03T10:00:00.000001Z",
+            ),
+        ];
+        merge_phase_transitions(&mut phases, &events);
+        assert_eq!(
+            phases[key],
+            strings(&["Pending", "Transferring", "Validating", "Succeeded"])
+        );
+        assert_eq!(
+            phases["IOSXESoftwareUpgrade/other"],
+            strings(&["Pending", "Failed"])
+        );
+    }
+
+    #[test]
+    fn events_that_contradict_the_watch_leave_it_alone() {
+        let key = "IOSXESoftwareUpgrade/up";
+        let watched = strings(&["Pending", "Transferring", "Failed"]);
+        let mut phases = HashMap::from([(key.to_owned(), watched.clone())]);
+        // A chain that does not contain the watched Failed.
+        let events = vec![
+            transition("up", "Pending → Transferring: a", "2026-12-03T10:00:01Z"),
+            transition("up", "Transferring → Succeeded: b", "2026-12-03T10:00:02Z"),
+        ];
+        merge_phase_transitions(&mut phases, &events);
+        assert_eq!(phases[key], watched);
+        // A broken chain (a `from` that is not the previous `to`).
+        let events = vec![
+            transition("up", "Pending → Transferring: a", "2026-12-03T10:00:01Z"),
+            transition("up", "Validating → Failed: b", "2026-12-03T10:00:02Z"),
+        ];
+        merge_phase_transitions(&mut phases, &events);
+        assert_eq!(phases[key], watched);
+    }
+
+    #[test]
+    fn a_prefix_seen_only_by_the_watch_is_kept() {
+        let key = "IOSXESoftwareUpgrade/up";
+        let mut phases = HashMap::from([(
+            key.to_owned(),
+            strings(&["Pending", "Transferring", "Validating"]),
+        )]);
+        let events = vec![
+            transition("up", "Transferring → Validating: a", "2026-12-03T10:00:01Z"),
+            transition("up", "Validating → Activating: b", "2026-12-03T10:00:02Z"),
+        ];
+        merge_phase_transitions(&mut phases, &events);
+        assert_eq!(
+            phases[key],
+            strings(&["Pending", "Transferring", "Validating", "Activating"])
+        );
+    }
+
+    #[tokio::test]
+    async fn scenario_waits_for_every_initial_list() {
+        let kinds = strings(&["A", "B"]);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        tx.send("B".to_owned()).unwrap();
+        tx.send("A".to_owned()).unwrap();
+        wait_for_initial_lists(&kinds, &mut rx, Duration::from_secs(1))
+            .await
+            .expect("both listed");
+        tx.send("A".to_owned()).unwrap();
+        let err = wait_for_initial_lists(&kinds, &mut rx, Duration::from_millis(50))
+            .await
+            .expect_err("B never lists");
+        assert!(err.contains("watch of B"), "{err}");
+        drop(tx);
+        let err = wait_for_initial_lists(&kinds, &mut rx, Duration::from_secs(1))
+            .await
+            .expect_err("channel closed");
+        assert!(err.contains("ended"), "{err}");
     }
 }
