@@ -352,6 +352,37 @@ mod tests {
     }
 
     #[test]
+    fn leader_election_defaults_are_controller_runtimes() {
+        let a = parse(&[]).unwrap();
+        assert!(!a.leader_elect);
+        assert_eq!(a.leader_election_id, "cvk-controller-leader");
+        assert_eq!(a.leader_timings(), crate::leader::Timings::default());
+        assert_eq!(a.shutdown_grace_seconds, 5);
+        let a = parse(&[
+            "--leader-elect",
+            "--leader-lease-duration-seconds",
+            "30",
+            "--leader-renew-deadline-seconds",
+            "20",
+            "--leader-retry-period-seconds",
+            "4",
+            "--shutdown-grace-seconds",
+            "0",
+        ])
+        .unwrap();
+        assert!(a.leader_elect);
+        assert_eq!(a.leader_timings().lease_duration, Duration::from_secs(30));
+        assert_eq!(a.shutdown_grace_seconds, 0);
+        // Timings that cannot work are refused before anything runs.
+        let a = parse(&["--leader-elect", "--leader-renew-deadline-seconds", "15"]).unwrap();
+        assert!(a.leader_timings().validate().is_err());
+        let e = parse(&["--shutdown-grace-seconds", "301"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--shutdown-grace-seconds"), "{e}");
+    }
+
+    #[test]
     fn bad_values_name_the_flag() {
         let e = parse(&["--gnoi-port", "70000"]).unwrap_err().to_string();
         assert!(e.contains("--gnoi-port"), "{e}");
