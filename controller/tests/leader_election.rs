@@ -58,6 +58,23 @@ struct Replica {
     task: JoinHandle<Result<(), cvk_controller::reconcile::RunError>>,
 }
 
+impl Replica {
+    /// SIGTERM: the replica stops cleanly (releasing a Lease it holds).
+    async fn stop(self, who: &str) {
+        self.token.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .unwrap_or_else(|_| panic!("{who} did not stop within 10s"))
+            .expect("task")
+            .expect("a clean stop");
+    }
+}
+
+async fn time_op(client: &Client, ns: &str, name: &str) {
+    operation(client, ns, name, "sw", "GNOITime", serde_json::Value::Null).await;
+    finished(client, ns, name).await;
+}
+
 fn replica(client: &Client, ns: &str, identity: &str) -> Replica {
     let token = CancellationToken::new();
     let task = tokio::spawn(run_elected(
@@ -151,47 +168,19 @@ async fn sigterm_hands_over_at_once_and_only_the_leader_reconciles() {
     let b = replica(&client, ns.name(), "replica-b");
     device(&client, ns.name(), "sw", sim.addr().port()).await;
     device_ready(&client, ns.name(), "sw").await;
-    operation(
-        &client,
-        ns.name(),
-        "t1",
-        "sw",
-        "GNOITime",
-        serde_json::Value::Null,
-    )
-    .await;
-    finished(&client, ns.name(), "t1").await;
+    time_op(&client, ns.name(), "t1").await;
     assert_eq!(
         holder(&client, ns.name()).await.as_deref(),
         Some("replica-a")
     );
 
-    a.token.cancel();
-    tokio::time::timeout(Duration::from_secs(10), a.task)
-        .await
-        .expect("replica a stops")
-        .expect("task")
-        .expect("a clean stop");
+    a.stop("replica a").await;
     // Released, so b takes over at its next retry, well before a lease
     // duration would have run out.
     let took = wait_holder(&client, ns.name(), "replica-b", Duration::from_secs(5)).await;
     assert!(took < timings().lease_duration, "hand-over took {took:?}");
-    operation(
-        &client,
-        ns.name(),
-        "t2",
-        "sw",
-        "GNOITime",
-        serde_json::Value::Null,
-    )
-    .await;
-    finished(&client, ns.name(), "t2").await;
-    b.token.cancel();
-    tokio::time::timeout(Duration::from_secs(10), b.task)
-        .await
-        .expect("replica b stops")
-        .expect("task")
-        .expect("a clean stop");
+    time_op(&client, ns.name(), "t2").await;
+    b.stop("replica b").await;
     assert_eq!(holder(&client, ns.name()).await, None, "no Lease left held");
     ns.delete().await;
 }
@@ -268,11 +257,6 @@ async fn leader_killed_mid_upgrade_the_standby_finishes_it_with_one_activate() {
         "one OS.Activate across both replicas"
     );
     assert_eq!(sim.journal_for("/gnoi.os.OS/Install").len(), 1);
-    b.token.cancel();
-    tokio::time::timeout(Duration::from_secs(10), b.task)
-        .await
-        .expect("replica b stops")
-        .expect("task")
-        .expect("a clean stop");
+    b.stop("replica b").await;
     ns.delete().await;
 }
