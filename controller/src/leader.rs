@@ -126,11 +126,6 @@ impl Elector {
         }
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &ElectionConfig {
-        &self.config
-    }
-
     fn spec(&self, acquire_time: Option<MicroTime>, transitions: i32) -> LeaseSpec {
         LeaseSpec {
             holder_identity: Some(self.config.identity.clone()),
