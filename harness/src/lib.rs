@@ -7,7 +7,10 @@
 //!   binary, a namespace per test, the project's CRDs installed.
 //! * [`scenario`]: scenario files, targets (sim, hardware), the runner and
 //!   its reports.
+//! * [`chaos`]: fault trials (controller kills, API server and etcd
+//!   restarts, switch reboots and cuts mid-transfer) and their invariants.
 
+pub mod chaos;
 pub mod control_plane;
 pub mod scenario;
 pub mod testing;

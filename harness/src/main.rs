@@ -27,6 +27,11 @@ enum Command {
     /// Run scenarios (default: every scenario in scenarios/ against
     /// simulators on a local control plane).
     Run(RunArgs),
+    /// A chaos campaign: bounded trials, each a random mix of upgrades and
+    /// actions on simulated switches with one random fault (leader or
+    /// controller SIGKILL, kube-apiserver or etcd restart, switch reboot or
+    /// connection cut during OS.Install); exits non-zero on any violation.
+    Chaos(ChaosArgs),
     /// The local control plane (a real etcd and kube-apiserver on loopback).
     #[command(subcommand)]
     ControlPlane(ControlPlaneCommand),
@@ -75,6 +80,35 @@ struct RunArgs {
     scenarios_dir: PathBuf,
     /// Where the logs of failed scenarios are kept.
     #[arg(long, env = "CVK_HIL_ARTIFACTS", default_value = "target/cvk-hil")]
+    artifacts: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
+struct ChaosArgs {
+    /// How many trials.
+    #[arg(long, env = "CVK_CHAOS_TRIALS", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10000))]
+    trials: u32,
+    /// Seed of the campaign (trial n uses seed + n - 1); default: random,
+    /// printed so a run can be replayed.
+    #[arg(long, env = "CVK_CHAOS_SEED")]
+    seed: Option<u64>,
+    /// Faults to draw from, comma-separated (default: all): leader-kill,
+    /// controller-restart, apiserver-restart, etcd-restart, sim-reboot,
+    /// install-cut.
+    #[arg(long, env = "CVK_CHAOS_FAULTS", value_delimiter = ',', value_parser = cvk_hil::chaos::Fault::parse)]
+    faults: Vec<cvk_hil::chaos::Fault>,
+    /// Most switches (one object each) in a trial; at least 2.
+    #[arg(long, env = "CVK_CHAOS_MAX_DEVICES", default_value_t = 3, value_parser = clap::value_parser!(u16).range(2..=32))]
+    max_devices: u16,
+    /// Start no new trial after this long.
+    #[arg(long, env = "CVK_CHAOS_MAX_DURATION", default_value = "45m", value_parser = humantime_serde::re::humantime::parse_duration)]
+    max_duration: std::time::Duration,
+    /// Where the logs of trials with a violation are kept.
+    #[arg(
+        long,
+        env = "CVK_HIL_ARTIFACTS",
+        default_value = "target/cvk-hil/chaos"
+    )]
     artifacts: PathBuf,
 }
 
@@ -136,6 +170,10 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
         }) => control_plane_up(kubeconfig, install_crds).await,
         Command::Run(args) => {
             let code = run(args).await?;
+            std::process::exit(code);
+        }
+        Command::Chaos(args) => {
+            let code = chaos(args).await?;
             std::process::exit(code);
         }
         Command::Controller { .. } => unreachable!("handled before the runtime starts"),
@@ -267,6 +305,38 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
     } else {
         1
     })
+}
+
+async fn chaos(args: ChaosArgs) -> anyhow::Result<i32> {
+    let seed = args.seed.unwrap_or_else(rand::random);
+    eprintln!("starting a local control plane of its own (kube-apiserver + etcd)");
+    let cp = LocalControlPlane::start()
+        .await
+        .context("starting the local control plane")?;
+    cvk_hil::testing::install_project_crds(&cp.client().await?).await?;
+    let faults = if args.faults.is_empty() {
+        cvk_hil::chaos::Fault::ALL.to_vec()
+    } else {
+        args.faults
+    };
+    let opts = cvk_hil::chaos::ChaosOptions {
+        trials: args.trials,
+        seed,
+        faults,
+        devices: 2..=usize::from(args.max_devices),
+        max_duration: args.max_duration,
+        controller: scenario::ControllerCommand {
+            program: std::env::current_exe().context("finding this executable")?,
+            args: vec!["controller".into()],
+        },
+        artifacts: args.artifacts,
+        progress: Arc::new(|line| eprintln!("{line}")),
+    };
+    eprintln!("chaos: {} trial(s), seed {seed}", opts.trials);
+    let report = cvk_hil::chaos::run_campaign(&cp, &opts).await;
+    println!();
+    print!("{}", report.table());
+    Ok(if report.violations() == 0 { 0 } else { 1 })
 }
 
 async fn control_plane_up(kubeconfig: PathBuf, install_crds: bool) -> anyhow::Result<()> {

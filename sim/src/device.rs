@@ -183,6 +183,8 @@ struct State {
     certs: BTreeMap<String, CertEntry>,
     reboot: RebootState,
     reboot_ms: u64,
+    /// OS.Install write rate limit (bytes/s; 0: as fast as the host goes).
+    install_bytes_per_s: u64,
 }
 
 /// Install state as gNMI and the control API show it.
@@ -286,6 +288,8 @@ pub struct DeviceSnapshot {
     pub clock_skew_ms: i64,
     /// Reboot outage length, ms.
     pub reboot_ms: u64,
+    /// OS.Install flash write rate limit, bytes/s (0: none).
+    pub install_bytes_per_s: u64,
     /// Reboot state.
     pub reboot: RebootInfo,
     /// Filesystems.
@@ -314,6 +318,11 @@ pub struct StatePatch {
     /// Reboot outage length (ms).
     #[serde(default)]
     pub reboot_ms: Option<u64>,
+    /// OS.Install flash write rate, bytes/s (0: unlimited). A real C9300
+    /// writes flash at tens of MB/s; the simulator's loopback is far
+    /// faster, which hides transfer-time behaviour.
+    #[serde(default)]
+    pub install_bytes_per_s: Option<u64>,
     /// Hostname.
     #[serde(default)]
     pub hostname: Option<String>,
@@ -477,6 +486,7 @@ impl Device {
             certs: BTreeMap::new(),
             reboot: RebootState::default(),
             reboot_ms: cfg.reboot_ms.unwrap_or(p.reboot_ms),
+            install_bytes_per_s: 0,
         };
         seed_files(&p, &mut st, now);
         start_processes(&mut st, &p, now);
@@ -640,6 +650,7 @@ impl Device {
             boot_count: st.boot_count,
             clock_skew_ms: skew / 1_000_000,
             reboot_ms: st.reboot_ms,
+            install_bytes_per_s: st.install_bytes_per_s,
             reboot: RebootInfo {
                 active: pending.is_some() || st.reboot.in_outage,
                 in_outage: st.reboot.in_outage,
@@ -691,6 +702,9 @@ impl Device {
         }
         if let Some(ms) = p.reboot_ms {
             st.reboot_ms = ms;
+        }
+        if let Some(rate) = p.install_bytes_per_s {
+            st.install_bytes_per_s = rate;
         }
         if let Some(h) = p.hostname {
             st.hostname = h;
@@ -1309,6 +1323,7 @@ impl Device {
             corrupt,
             progress_every: self.profile.install_progress_bytes,
             next_progress: self.profile.install_progress_bytes,
+            started: std::time::Instant::now(),
         }))
     }
 
@@ -1918,6 +1933,7 @@ pub struct InstallSession {
     corrupt: bool,
     progress_every: u64,
     next_progress: u64,
+    started: std::time::Instant,
 }
 
 impl InstallSession {
@@ -1957,6 +1973,17 @@ impl InstallSession {
             });
         }
         self.received = total;
+        // The rate limit, read per chunk so a patch applies mid-transfer:
+        // hold the chunk until the stream is no ahead of the rate (the
+        // client sees gRPC flow control, as from a slow flash).
+        let rate = self.dev.lock().install_bytes_per_s;
+        if rate > 0 {
+            let due = std::time::Duration::from_secs_f64(total as f64 / rate as f64);
+            let elapsed = self.started.elapsed();
+            if due > elapsed {
+                tokio::time::sleep(due - elapsed).await;
+            }
+        }
         if let Some(i) = self.dev.lock().install.as_mut() {
             i.received = total;
         }

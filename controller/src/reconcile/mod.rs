@@ -673,8 +673,11 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         metrics,
         client_metrics,
     ));
+    // The readiness loop ends with the work: a replica that lost the Lease
+    // must exit (and be restarted as a candidate), not wait for SIGTERM.
+    let work_done = shutdown.child_token();
     let readiness = {
-        let (client, ready, shutdown) = (client.clone(), ready.clone(), shutdown.clone());
+        let (client, ready, shutdown) = (client.clone(), ready.clone(), work_done.clone());
         async move {
             // Ready once the API server answers; re-checked so a lost API
             // server shows on /readyz.
@@ -690,20 +693,26 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         }
     };
     let work = async {
-        let Some(config) = election else {
-            leader_gauge.set(1);
-            run_with_context(ctx, shutdown.clone()).await;
-            return Ok(());
+        let result = match election {
+            None => {
+                leader_gauge.set(1);
+                run_with_context(ctx, shutdown.clone()).await;
+                Ok(())
+            }
+            Some(config) => {
+                lead_then_run(
+                    client.clone(),
+                    config,
+                    ctx,
+                    shutdown.clone(),
+                    &ready,
+                    &leader_gauge,
+                )
+                .await
+            }
         };
-        lead_then_run(
-            client.clone(),
-            config,
-            ctx,
-            shutdown.clone(),
-            &ready,
-            &leader_gauge,
-        )
-        .await
+        work_done.cancel();
+        result
     };
     let (result, ()) = futures::join!(work, readiness);
     tracing::info!("cvk-controller stopped");

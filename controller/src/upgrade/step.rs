@@ -455,24 +455,7 @@ pub fn step(
         UpgradePhase::Pending => pending(&mut b, obs),
         UpgradePhase::Resolving => resolving(&mut b, obs),
         UpgradePhase::Transferring => transferring(&mut b, obs),
-        UpgradePhase::TransferInterrupted => {
-            let attempt = b.st.retry_count.unwrap_or(0);
-            b.go(
-                UpgradePhase::Transferring,
-                "Transferring",
-                format!(
-                    "retrying the transfer (retry {attempt} of {})",
-                    spec.max_retries
-                ),
-                format!("retry {attempt} of {}", spec.max_retries),
-            );
-            b.cond(
-                cond::TRANSFER_COMPLETE,
-                false,
-                "TransferRetrying",
-                format!("retry {attempt}"),
-            );
-        }
+        UpgradePhase::TransferInterrupted => transfer_interrupted(&mut b, obs),
         UpgradePhase::Validating => validating(&mut b, obs),
         UpgradePhase::Activating => activating(&mut b, obs),
         UpgradePhase::AwaitingReachability => awaiting(&mut b, obs),
@@ -792,6 +775,54 @@ fn install_timed_out(b: &B<'_>) -> bool {
     let limit = Duration::from_secs(u64::try_from(b.spec.install_timeout_seconds).unwrap_or(0));
     b.elapsed_since(b.st.install_start_time.as_ref())
         .is_some_and(|e| e > limit)
+}
+
+/// Between two transfer attempts. A retry is spent only on a device that
+/// answers: while it does not (it rebooted mid-transfer, its gNOI server
+/// restarts) the upgrade waits, within the install window, instead of
+/// burning every retry on refused connections in a few seconds.
+fn transfer_interrupted(b: &mut B<'_>, obs: &Observation) {
+    let attempt = b.st.retry_count.unwrap_or(0);
+    if install_timed_out(b) {
+        return b.fail(
+            UpgradePhase::Failed,
+            "InstallTimeout",
+            format!(
+                "the image was not transferred within installTimeoutSeconds ({}); the transfer was interrupted and the device did not answer again in time",
+                b.spec.install_timeout_seconds
+            ),
+        );
+    }
+    match &obs.device {
+        None => b.actions.push(Action::ObserveDevice),
+        Some(DeviceObs::Up(_)) => {
+            b.go(
+                UpgradePhase::Transferring,
+                "Transferring",
+                format!(
+                    "retrying the transfer (retry {attempt} of {})",
+                    b.spec.max_retries
+                ),
+                format!("retry {attempt} of {}", b.spec.max_retries),
+            );
+            b.cond(
+                cond::TRANSFER_COMPLETE,
+                false,
+                "TransferRetrying",
+                format!("retry {attempt}"),
+            );
+        }
+        Some(
+            DeviceObs::Unreachable(m) | DeviceObs::NoTransport(m) | DeviceObs::OsUnsupported(m),
+        ) => b.wait(
+            "TransferInterrupted",
+            format!(
+                "waiting for the device to answer before retry {attempt} of {}: {m}",
+                b.spec.max_retries
+            ),
+            RETRY_BACKOFF,
+        ),
+    }
 }
 
 fn transferring(b: &mut B<'_>, obs: &Observation) {

@@ -12,6 +12,7 @@
 //!    ├─ supervisor thread          spawns etcd + kube-apiserver (tied to it by PDEATHSIG)
 //!    ├─ wait for /readyz           fails early, with both log tails, if either exits
 //!    └─ kubeconfig (inline certs)  -> client() / write_kubeconfig()
+//!  crash_and_restart(component)  SIGKILL one, wait, start it again (chaos)
 //!  drop: SIGKILL both, reap them, remove the directory
 //! ```
 //!
@@ -238,8 +239,33 @@ impl LocalControlPlane {
     pub fn pids(&self) -> Vec<u32> {
         self.supervisor
             .as_ref()
-            .map(|s| s.pids.clone())
+            .map(Supervisor::pids)
             .unwrap_or_default()
+    }
+
+    /// SIGKILLs one component (a crash: etcd keeps its data directory, the
+    /// API server its flags), waits `down`, starts it again on the same
+    /// ports and waits until the API server reports ready. For chaos trials:
+    /// clients see refused connections and failed watches meanwhile.
+    pub async fn crash_and_restart(
+        &self,
+        component: Component,
+        down: Duration,
+    ) -> Result<(), ControlPlaneError> {
+        let supervisor = self
+            .supervisor
+            .as_ref()
+            .ok_or_else(|| ControlPlaneError::Io("the control plane is stopped".into()))?;
+        supervisor
+            .kill(component)
+            .map_err(|e| ControlPlaneError::Io(format!("killing {component}: {e}")))?;
+        tokio::time::sleep(down).await;
+        supervisor
+            .start(component)
+            .map_err(|e| ControlPlaneError::Io(format!("restarting {component}: {e}")))?;
+        self.wait_ready()
+            .await
+            .map_err(|reason| self.startup_error(format!("after restarting {component}: {reason}")))
     }
 
     /// Stops both processes and removes the directory (what drop does).
@@ -422,27 +448,63 @@ fn setpriv() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// What the owner asks of the supervisor thread.
+enum Cmd {
+    /// Kill every process and end the thread.
+    Stop,
+    /// SIGKILL one component and reap it (a crash, for chaos tests).
+    Kill(Component, mpsc::Sender<Result<(), String>>),
+    /// Start a killed component again with the same flags, ports and data.
+    Start(Component, mpsc::Sender<Result<u32, String>>),
+}
+
+/// One of the control plane's processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Component {
+    Etcd,
+    KubeApiserver,
+}
+
+impl Component {
+    fn name(self) -> &'static str {
+        match self {
+            Component::Etcd => "etcd",
+            Component::KubeApiserver => "kube-apiserver",
+        }
+    }
+}
+
+impl std::fmt::Display for Component {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// The thread that owns the processes.
 struct Supervisor {
-    stop: mpsc::Sender<()>,
+    cmd: mpsc::Sender<Cmd>,
     thread: Option<JoinHandle<()>>,
-    pids: Vec<u32>,
+    pids: Arc<Mutex<Vec<u32>>>,
     exits: Arc<Mutex<Vec<String>>>,
 }
 
 impl Supervisor {
     fn spawn(procs: Vec<Proc>) -> Result<Self, ControlPlaneError> {
-        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let (cmd_tx, cmd_rx) = mpsc::channel::<Cmd>();
         let (started_tx, started_rx) = mpsc::channel::<Result<Vec<u32>, ControlPlaneError>>();
         let exits = Arc::new(Mutex::new(Vec::new()));
+        let pids = Arc::new(Mutex::new(Vec::new()));
         let seen = exits.clone();
+        let shared_pids = pids.clone();
         let thread = std::thread::Builder::new()
             .name("cvk-control-plane".into())
             .spawn(move || {
-                let mut children: Vec<(&'static str, Child)> = Vec::new();
+                // One slot per process, in start order; `None` while a
+                // component is deliberately down.
+                let mut children: Vec<(&'static str, Option<Child>)> = Vec::new();
                 for p in &procs {
                     match p.spawn() {
-                        Ok(child) => children.push((p.name, child)),
+                        Ok(child) => children.push((p.name, Some(child))),
                         Err(e) => {
                             kill_all(&mut children);
                             let _ = started_tx.send(Err(e));
@@ -450,13 +512,53 @@ impl Supervisor {
                         }
                     }
                 }
-                let _ = started_tx.send(Ok(children.iter().map(|(_, c)| c.id()).collect()));
+                let current = |children: &[(&'static str, Option<Child>)]| -> Vec<u32> {
+                    children
+                        .iter()
+                        .filter_map(|(_, c)| c.as_ref().map(Child::id))
+                        .collect()
+                };
+                *shared_pids.lock().expect("pids lock") = current(&children);
+                let _ = started_tx.send(Ok(current(&children)));
                 // Runs until told to stop or the owner is gone.
-                while let Err(mpsc::RecvTimeoutError::Timeout) =
-                    stop_rx.recv_timeout(Duration::from_millis(200))
-                {
+                loop {
+                    match cmd_rx.recv_timeout(Duration::from_millis(200)) {
+                        Ok(Cmd::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                        Ok(Cmd::Kill(component, reply)) => {
+                            let slot = children.iter_mut().find(|(n, _)| *n == component.name());
+                            let result = match slot {
+                                Some((_, child @ Some(_))) => {
+                                    let mut c = child.take().expect("checked");
+                                    let _ = c.kill();
+                                    let _ = c.wait();
+                                    Ok(())
+                                }
+                                _ => Err(format!("{component} is not running")),
+                            };
+                            *shared_pids.lock().expect("pids lock") = current(&children);
+                            let _ = reply.send(result);
+                        }
+                        Ok(Cmd::Start(component, reply)) => {
+                            let index = procs.iter().position(|p| p.name == component.name());
+                            let result = match index {
+                                Some(i) if children[i].1.is_none() => match procs[i].spawn() {
+                                    Ok(child) => {
+                                        let pid = child.id();
+                                        children[i].1 = Some(child);
+                                        Ok(pid)
+                                    }
+                                    Err(e) => Err(e.to_string()),
+                                },
+                                Some(_) => Err(format!("{component} is already running")),
+                                None => Err(format!("{component} is not supervised here")),
+                            };
+                            *shared_pids.lock().expect("pids lock") = current(&children);
+                            let _ = reply.send(result);
+                        }
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    }
                     for (name, child) in &mut children {
-                        if let Ok(Some(status)) = child.try_wait() {
+                        if let Some(Ok(Some(status))) = child.as_mut().map(Child::try_wait) {
                             let mut exits = seen.lock().expect("exits lock");
                             let line = format!("{name} exited: {status}");
                             if !exits.contains(&line) {
@@ -468,11 +570,11 @@ impl Supervisor {
                 kill_all(&mut children);
             })
             .map_err(|e| io("starting the supervisor thread", e))?;
-        let pids = started_rx
+        started_rx
             .recv()
             .map_err(|_| ControlPlaneError::Io("the supervisor thread died".into()))??;
         Ok(Self {
-            stop: stop_tx,
+            cmd: cmd_tx,
             thread: Some(thread),
             pids,
             exits,
@@ -483,18 +585,42 @@ impl Supervisor {
         self.exits.lock().expect("exits lock").first().cloned()
     }
 
+    fn pids(&self) -> Vec<u32> {
+        self.pids.lock().expect("pids lock").clone()
+    }
+
+    fn kill(&self, component: Component) -> Result<(), String> {
+        let (tx, rx) = mpsc::channel();
+        self.cmd
+            .send(Cmd::Kill(component, tx))
+            .map_err(|_| "the supervisor thread is gone".to_owned())?;
+        rx.recv()
+            .map_err(|_| "the supervisor thread is gone".to_owned())?
+    }
+
+    fn start(&self, component: Component) -> Result<u32, String> {
+        let (tx, rx) = mpsc::channel();
+        self.cmd
+            .send(Cmd::Start(component, tx))
+            .map_err(|_| "the supervisor thread is gone".to_owned())?;
+        rx.recv()
+            .map_err(|_| "the supervisor thread is gone".to_owned())?
+    }
+
     fn stop(mut self) {
-        let _ = self.stop.send(());
+        let _ = self.cmd.send(Cmd::Stop);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
 }
 
-fn kill_all(children: &mut [(&'static str, Child)]) {
+fn kill_all(children: &mut [(&'static str, Option<Child>)]) {
     // The API server first, so it does not log a storm of etcd errors.
     for (_, child) in children.iter_mut().rev() {
-        let _ = child.kill();
-        let _ = child.wait();
+        if let Some(mut child) = child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }

@@ -209,7 +209,11 @@ fn truncate(s: &str, n: usize) -> &str {
     s[..s.len().min(n)].trim_end_matches('-')
 }
 
-async fn create_device(client: &Client, ns: &str, d: &PreparedDevice) -> Result<(), String> {
+pub(crate) async fn create_device(
+    client: &Client,
+    ns: &str,
+    d: &PreparedDevice,
+) -> Result<(), String> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     let mut data = BTreeMap::new();
     if let Some(u) = &d.username {

@@ -74,6 +74,9 @@ struct World {
     activations: Vec<(String, bool)>,
     deleted_at: Option<usize>,
     reboot_secs: i64,
+    /// An interrupted transfer takes the device down this long (it
+    /// rebooted mid-transfer).
+    down_on_interrupt: Option<i64>,
 }
 
 impl World {
@@ -101,6 +104,7 @@ impl World {
             activations: Vec::new(),
             deleted_at: None,
             reboot_secs: 300,
+            down_on_interrupt: None,
         }
     }
 
@@ -250,14 +254,25 @@ fn run(spec: &IOSXESoftwareUpgradeSpec, mut world: World) -> Run {
         if let Some(t) = &mut transfer
             && matches!(t.state, TransferState::Running { .. })
         {
-            t.state = world
-                .transfers
-                .pop_front()
-                .unwrap_or(TransferState::Validated {
-                    version: NEW.into(),
-                    already_present: false,
-                    bytes: 1 << 30,
-                });
+            let down = world.down_until.is_some_and(|until| world.now < until);
+            t.state = if down {
+                TransferState::Interrupted("TCP connect: connection refused".into())
+            } else {
+                world
+                    .transfers
+                    .pop_front()
+                    .unwrap_or(TransferState::Validated {
+                        version: NEW.into(),
+                        already_present: false,
+                        bytes: 1 << 30,
+                    })
+            };
+            if !down
+                && let (TransferState::Interrupted(_), Some(secs)) =
+                    (&t.state, world.down_on_interrupt)
+            {
+                world.down_until = Some(world.now + jiff::SignedDuration::from_secs(secs));
+            }
         }
     }
     panic!("no terminal phase after 500 reconciles: {status:#?}");
@@ -369,6 +384,50 @@ fn retries_recover_an_interrupted_transfer_and_count() {
         .filter(|p| **p == UpgradePhase::TransferInterrupted)
         .count();
     assert_eq!(interrupted, 2, "{:?}", r.phases);
+}
+
+#[test]
+fn a_device_that_reboots_mid_transfer_is_waited_for_without_spending_retries() {
+    let mut w = World::new();
+    // Down for two minutes after the interruption: every retry would have
+    // been refused in the first seconds.
+    w.transfers = VecDeque::from([TransferState::Interrupted("broken pipe".into())]);
+    w.down_on_interrupt = Some(120);
+    let r = run(&spec(configmap()), w);
+    assert_eq!(
+        r.status.phase,
+        Some(UpgradePhase::Succeeded),
+        "{:#?}",
+        r.status
+    );
+    assert_eq!(r.status.retry_count, Some(1));
+    assert_eq!(r.world.activations.len(), 1);
+}
+
+#[test]
+fn a_device_that_stays_down_after_an_interruption_ends_in_install_timeout() {
+    let mut w = World::new();
+    w.transfers = VecDeque::from([TransferState::Interrupted("broken pipe".into())]);
+    w.down_on_interrupt = Some(100_000);
+    let mut s = spec(configmap());
+    s.install_timeout_seconds = 600;
+    let r = run(&s, w);
+    assert_eq!(r.status.phase, Some(UpgradePhase::Failed));
+    assert_eq!(r.status.failure_reason.as_deref(), Some("InstallTimeout"));
+    assert!(
+        r.status
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("did not answer again")),
+        "{:?}",
+        r.status.message
+    );
+    assert_eq!(
+        r.status.retry_count,
+        Some(1),
+        "no retry is spent on a silent device"
+    );
+    assert!(r.world.activations.is_empty());
 }
 
 #[test]
