@@ -580,4 +580,141 @@ expect:
         let e = parse(Path::new("x.yaml"), &bad).unwrap_err().to_string();
         assert!(e.contains("x.yaml:4:"), "{e}");
     }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Checks what `parse` promises for any input: no panic, and a
+        /// refusal that names the file, says something, and points (when it
+        /// points) at a line of the text.
+        fn check(text: &str) -> Result<Option<LoadedScenario>, TestCaseError> {
+            match parse(Path::new("scenarios/f.yaml"), text) {
+                Ok(s) => Ok(Some(s)),
+                Err(e) => {
+                    prop_assert!(!e.message.trim().is_empty());
+                    prop_assert!(e.to_string().starts_with("scenarios/f.yaml"), "{e}");
+                    if let Some((line, col)) = e.location {
+                        prop_assert!(line >= 1 && col >= 1, "{e}");
+                        prop_assert!(line <= text.lines().count() + 1, "{e} beyond the text");
+                    }
+                    Ok(None)
+                }
+            }
+        }
+
+        /// The scenario files of the suite, as mutation seeds.
+        fn suite() -> Vec<String> {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+            discover(&dir)
+                .unwrap()
+                .iter()
+                .map(|p| std::fs::read_to_string(p).unwrap())
+                .collect()
+        }
+
+        #[derive(Debug, Clone)]
+        enum Edit {
+            DeleteLine(prop::sample::Index),
+            DuplicateLine(prop::sample::Index),
+            ReplaceLine(prop::sample::Index, String),
+            Splice(prop::sample::Index, String),
+        }
+
+        fn edit() -> impl Strategy<Value = Edit> {
+            let text = "[ -~\t\n\u{e9}]{0,24}";
+            prop_oneof![
+                any::<prop::sample::Index>().prop_map(Edit::DeleteLine),
+                any::<prop::sample::Index>().prop_map(Edit::DuplicateLine),
+                (any::<prop::sample::Index>(), text).prop_map(|(i, t)| Edit::ReplaceLine(i, t)),
+                (any::<prop::sample::Index>(), text).prop_map(|(i, t)| Edit::Splice(i, t)),
+            ]
+        }
+
+        fn apply(text: &str, edit: &Edit) -> String {
+            let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+            if lines.is_empty() {
+                lines.push(String::new());
+            }
+            match edit {
+                Edit::DeleteLine(i) => {
+                    lines.remove(i.index(lines.len()));
+                }
+                Edit::DuplicateLine(i) => {
+                    let i = i.index(lines.len());
+                    lines.insert(i, lines[i].clone());
+                }
+                Edit::ReplaceLine(i, t) => {
+                    let i = i.index(lines.len());
+                    lines[i] = t.clone();
+                }
+                Edit::Splice(i, t) => {
+                    let i = i.index(lines.len());
+                    let cut = lines[i].len() / 2;
+                    let cut = (0..=cut)
+                        .rev()
+                        .find(|c| lines[i].is_char_boundary(*c))
+                        .unwrap_or(0);
+                    lines[i].insert_str(cut, t);
+                }
+            }
+            lines.join("\n") + "\n"
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn any_text_parses_or_gives_a_located_error(text in any::<String>()) {
+                check(&text)?;
+            }
+
+            #[test]
+            fn yaml_like_text_parses_or_gives_a_located_error(
+                text in "([a-zA-Z]{1,8}: ?[a-z0-9 {}\\[\\],:-]{0,12}\n( {2,4}- )?){0,12}"
+            ) {
+                check(&text)?;
+            }
+
+            #[test]
+            fn edited_scenarios_parse_or_give_a_located_error(
+                which in any::<prop::sample::Index>(),
+                edits in prop::collection::vec(edit(), 1..4),
+            ) {
+                let seeds = suite();
+                let mut text = seeds[which.index(seeds.len())].clone();
+                for e in &edits {
+                    text = apply(&text, e);
+                }
+                check(&text)?;
+            }
+
+            #[test]
+            fn the_name_rule_is_exactly_lowercase_digits_and_dashes(name in "[ -~]{0,12}") {
+                let quoted = serde_json::to_string(&name).unwrap();
+                let text = GOOD.replace("name: time-probe", &format!("name: {quoted}"));
+                let want = !name.is_empty()
+                    && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+                match check(&text)? {
+                    Some(s) => {
+                        prop_assert!(want, "{name:?} accepted");
+                        prop_assert_eq!(s.scenario.name, name);
+                    }
+                    None => {
+                        prop_assert!(!want, "{name:?} refused");
+                        let e = parse(Path::new("x.yaml"), &text).unwrap_err();
+                        prop_assert!(e.message.contains(&format!("name {name:?}")), "{e}");
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn every_suite_scenario_parses() {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+            for p in discover(&dir).unwrap() {
+                load(&p).unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+    }
 }
