@@ -463,6 +463,44 @@ mod tests {
                 .prop_map(|(v, p, size)| ImageSpec::new(v, size).with_platform(p))
         }
 
+        /// What `parse_header` promises for any bytes: a refusal is a
+        /// Parse error naming the header field it lacks; an acceptance
+        /// returns the fields as the first KiB spells them.
+        fn check_parse(bytes: &[u8]) -> Result<(), TestCaseError> {
+            match parse_header(bytes) {
+                Err(ImageError::Parse(m)) => {
+                    let named = ["CW_BEGIN", "CW_FULL_VERSION", "CW_FAMILY", "CW_SIZE"]
+                        .iter()
+                        .any(|f| m.contains(f));
+                    prop_assert!(named, "{m:?} names no header field");
+                }
+                Err(e) => prop_assert!(false, "not a parse error: {e:?}"),
+                Ok(spec) => {
+                    let head = &bytes[..bytes.len().min(HEADER_LEN)];
+                    let end = head.iter().position(|b| *b == 0).unwrap_or(head.len());
+                    let text = String::from_utf8_lossy(&head[..end]);
+                    prop_assert!(text.starts_with("CW_BEGIN=$$"));
+                    for (k, v) in [
+                        ("CW_FULL_VERSION", spec.version.clone()),
+                        ("CW_FAMILY", spec.platform.clone()),
+                        ("CW_SIZE", spec.size.to_string()),
+                    ] {
+                        prop_assert!(
+                            text.lines().any(|l| {
+                                l.strip_prefix(k)
+                                    .and_then(|r| r.strip_prefix('='))
+                                    .is_some_and(|r| {
+                                        r == v || r.parse::<u64>().ok() == v.parse().ok()
+                                    })
+                            }),
+                            "{k}={v:?} not in {text:?}"
+                        );
+                    }
+                }
+            }
+            Ok(())
+        }
+
         fn header_of(spec: &ImageSpec) -> Vec<u8> {
             spec.chunks().unwrap().next().unwrap()
         }
@@ -471,10 +509,15 @@ mod tests {
             #![proptest_config(ProptestConfig::with_cases(256))]
 
             #[test]
-            fn any_bytes_parse_or_give_a_parse_error(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
-                if let Err(e) = parse_header(&bytes) {
-                    prop_assert!(matches!(e, ImageError::Parse(_)), "{e:?}");
-                }
+            fn any_bytes_parse_or_give_a_parse_error(
+                begin in any::<bool>(),
+                bytes in prop::collection::vec(any::<u8>(), 0..2048),
+            ) {
+                // Half the cases start like a header, so the field parsing
+                // is reached, not only the CW_BEGIN check.
+                let mut input = if begin { b"CW_BEGIN=$$\n".to_vec() } else { Vec::new() };
+                input.extend_from_slice(&bytes);
+                check_parse(&input)?;
             }
 
             #[test]
@@ -509,9 +552,7 @@ mod tests {
                     bytes[at] = b;
                 }
                 bytes.truncate(cut);
-                if let Err(e) = parse_header(&bytes) {
-                    prop_assert!(matches!(e, ImageError::Parse(_)), "{e:?}");
-                }
+                check_parse(&bytes)?;
             }
 
             #[test]
@@ -523,7 +564,14 @@ mod tests {
                     v.update(c);
                 }
                 prop_assert_eq!(v.received(), chunks.iter().map(|c| c.len() as u64).sum::<u64>());
-                prop_assert!(v.finish("cat9k").is_err());
+                // Random bytes are no image: refused as unparseable or
+                // corrupt, with a reason.
+                match v.finish("cat9k") {
+                    Err(e @ (ImageError::Parse(_) | ImageError::Integrity(_))) => {
+                        prop_assert!(e.to_string().len() > "cannot parse image: ".len(), "{e}");
+                    }
+                    other => prop_assert!(false, "{other:?}"),
+                }
             }
         }
 
