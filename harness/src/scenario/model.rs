@@ -116,7 +116,8 @@ pub struct DeviceSpec {
     pub inventory: Option<String>,
 }
 
-/// An object to apply: inline YAML or a file relative to the scenario.
+/// An object to apply (inline YAML or a file relative to the scenario) or
+/// to delete.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Resource {
@@ -126,12 +127,31 @@ pub struct Resource {
     /// A manifest file, relative to the scenario file, templated.
     #[serde(default)]
     pub file: Option<PathBuf>,
+    /// Instead of applying: delete this object (`Kind/name`) of the
+    /// scenario's namespace, as `kubectl delete` would (finalizers run).
+    #[serde(default)]
+    pub delete: Option<String>,
     /// Apply only after this long (from the scenario's start).
     #[serde(default, with = "humantime_serde::option")]
     pub after: Option<Duration>,
     /// Apply only when an object has reached a phase.
     #[serde(default)]
     pub when: Option<PhaseTrigger>,
+    /// Apply (or delete) only once a simulated device has received a call
+    /// (sim target): e.g. the OS.Install that a transfer opens.
+    #[serde(default)]
+    pub when_called: Option<CallTrigger>,
+}
+
+/// A point in a scenario: a simulated device's journal holds a call of a
+/// method (counted from its arrival, so a call still in flight counts).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CallTrigger {
+    /// Which device.
+    pub device: String,
+    /// Method, matched as journal expectations match it (contained text).
+    pub method: String,
 }
 
 /// A point in a scenario: an object reached a phase.
@@ -366,15 +386,26 @@ pub fn parse(path: &Path, text: &str) -> Result<LoadedScenario, ScenarioError> {
         }
     }
     for (i, r) in scenario.resources.iter().enumerate() {
-        if r.inline.is_some() == r.file.is_some() {
+        let given = [r.inline.is_some(), r.file.is_some(), r.delete.is_some()];
+        if given.iter().filter(|g| **g).count() != 1 {
             return Err(fail(format!(
-                "resources[{i}]: give exactly one of inline or file"
+                "resources[{i}]: give exactly one of inline, file or delete"
             )));
         }
-        if r.after.is_some() && r.when.is_some() {
+        if let Some(d) = &r.delete {
+            check_object_ref(d).map_err(|m| fail(format!("resources[{i}].delete: {m}")))?;
+        }
+        let triggers = [r.after.is_some(), r.when.is_some(), r.when_called.is_some()];
+        if triggers.iter().filter(|t| **t).count() > 1 {
             return Err(fail(format!(
-                "resources[{i}]: give at most one of after or when"
+                "resources[{i}]: give at most one of after, when or whenCalled"
             )));
+        }
+        if let Some(c) = &r.when_called {
+            known_device(&c.device, &format!("resources[{i}].whenCalled.device")).map_err(fail)?;
+            if c.method.trim().is_empty() {
+                return Err(fail(format!("resources[{i}].whenCalled.method: is empty")));
+            }
         }
         if let Some(w) = &r.when {
             check_object_ref(&w.object)
