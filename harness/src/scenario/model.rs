@@ -571,6 +571,48 @@ expect:
     }
 
     #[test]
+    fn a_delete_step_names_an_object_and_may_wait_for_a_call() {
+        let with = |step: &str| GOOD.replace("expect:\n", &format!("{step}expect:\n"));
+        let s = parse(
+            Path::new("x.yaml"),
+            &with("  - delete: DeviceOperation/t1\n    whenCalled: { device: sw1, method: /gnoi.system.System/Time }\n"),
+        )
+        .unwrap();
+        let r = &s.scenario.resources[1];
+        assert_eq!(r.delete.as_deref(), Some("DeviceOperation/t1"));
+        let c = r.when_called.as_ref().unwrap();
+        assert_eq!(
+            (c.device.as_str(), c.method.as_str()),
+            ("sw1", "/gnoi.system.System/Time")
+        );
+        for (step, want) in [
+            (
+                "  - delete: DeviceOperation/t1\n    inline: \"x\"\n",
+                "resources[1]: give exactly one of inline, file or delete",
+            ),
+            (
+                "  - delete: t1\n",
+                "resources[1].delete: \"t1\" is not Kind/name",
+            ),
+            (
+                "  - delete: DeviceOperation/t1\n    whenCalled: { device: sw9, method: Time }\n",
+                "resources[1].whenCalled.device: device \"sw9\" is not in devices (sw1)",
+            ),
+            (
+                "  - delete: DeviceOperation/t1\n    whenCalled: { device: sw1, method: \" \" }\n",
+                "resources[1].whenCalled.method: is empty",
+            ),
+            (
+                "  - delete: DeviceOperation/t1\n    after: 1s\n    whenCalled: { device: sw1, method: Time }\n",
+                "resources[1]: give at most one of after, when or whenCalled",
+            ),
+        ] {
+            let e = parse(Path::new("x.yaml"), &with(step)).unwrap_err();
+            assert!(e.message.contains(want), "{e}");
+        }
+    }
+
+    #[test]
     fn a_reboot_step_parses_and_is_one_action() {
         let with = |step: &str| {
             GOOD.replace(
