@@ -188,4 +188,82 @@ mod tests {
             }
         }
     }
+
+    /// The CRD's pattern, as the API server applies it: the oracle for
+    /// [`TargetVersion::parse`].
+    fn crd_pattern() -> regex::Regex {
+        regex::Regex::new(r"^[0-9]+(\.[0-9]+)+([a-z])?$").unwrap()
+    }
+
+    /// Checks `parse(s)` against the CRD pattern and the length bound, and
+    /// that a refusal names the rule broken (and the input, when it fits).
+    fn check_parse(s: &str) -> Result<(), TestCaseError> {
+        let want = crd_pattern().is_match(s) && s.len() <= MAX_LEN;
+        match TargetVersion::parse(s) {
+            Ok(v) => {
+                prop_assert!(want, "{s:?} accepted but does not match the CRD pattern");
+                prop_assert_eq!(v.as_str(), s);
+                prop_assert_eq!(v.to_string(), s);
+            }
+            Err(e) => {
+                prop_assert!(!want, "{s:?} matches the CRD pattern but was refused: {e}");
+                let msg = e.to_string();
+                match e {
+                    VersionError::Empty => prop_assert!(s.is_empty()),
+                    VersionError::TooLong(n) => {
+                        prop_assert_eq!(n, s.len());
+                        prop_assert!(msg.contains(&MAX_LEN.to_string()), "{msg}");
+                    }
+                    VersionError::Shape(ref got) => {
+                        prop_assert_eq!(got, s);
+                        prop_assert!(msg.contains(s) && msg.contains("dot-separated"), "{msg}");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn parse_agrees_with_the_crd_pattern_on_near_misses(s in "[0-9a-zA-Z. _-]{0,14}") {
+            check_parse(&s)?;
+        }
+
+        #[test]
+        fn parse_agrees_with_the_crd_pattern_on_version_like_text(
+            s in "[0-9]{0,3}(\\.[0-9]{0,3}){0,5}[a-zA-Z.]{0,2}"
+        ) {
+            check_parse(&s)?;
+        }
+
+        #[test]
+        fn parse_never_panics_on_any_text(s in any::<String>()) {
+            check_parse(&s)?;
+        }
+
+        #[test]
+        fn the_length_bound_is_exact(n in (MAX_LEN - 4)..(MAX_LEN + 4)) {
+            // "1.1111..." of exactly n characters: valid shape, so only the
+            // length decides.
+            let s = format!("1.{}", "1".repeat(n - 2));
+            prop_assert_eq!(TargetVersion::parse(&s).is_ok(), n <= MAX_LEN);
+            check_parse(&s)?;
+        }
+
+        #[test]
+        fn matching_any_text_never_panics_and_ignores_outer_whitespace(
+            t in any::<String>(),
+            r in any::<String>(),
+            pad in "[ \t\n]{0,3}",
+        ) {
+            let plain = version_matches(&t, &r);
+            prop_assert_eq!(version_matches(&format!("{pad}{t}{pad}"), &format!("{pad}{r}")), plain);
+            if t.trim().is_empty() {
+                prop_assert!(!plain);
+            }
+        }
+    }
 }

@@ -70,9 +70,8 @@ impl ImageSpec {
         if self.size < MIN_IMAGE_LEN {
             return Err(ImageError::TooSmall(self.size));
         }
-        if self.version.is_empty() || self.version.contains(['\n', '\0', '=']) {
-            return Err(ImageError::Parse(format!("bad version {:?}", self.version)));
-        }
+        header_value("version", &self.version)?;
+        header_value("platform", &self.platform)?;
         let text = format!(
             "CW_BEGIN=$$\nCW_IMAGE={family}_iosxe.{v}.SPA.bin\nCW_FAMILY={family}\n\
              CW_FULL_VERSION={v}\nCW_VERSION={short}\nCW_SIZE={size}\nCW_END=$$\n",
@@ -115,6 +114,22 @@ impl ImageSpec {
         w.flush().map_err(|e| ImageError::Io(e.to_string()))?;
         Ok(hex::encode(full.finalize()))
     }
+}
+
+/// Checks that `value` can be a header field and read back unchanged: not
+/// empty, and no character the header syntax gives a meaning to (`\n` ends
+/// a field, `\r` is dropped before one, `\0` ends the header, `=` separates
+/// key and value).
+fn header_value(field: &str, value: &str) -> Result<(), ImageError> {
+    if value.is_empty() {
+        return Err(ImageError::Parse(format!("image {field} is empty")));
+    }
+    if value.contains(['\n', '\r', '\0', '=']) {
+        return Err(ImageError::Parse(format!(
+            "image {field} {value:?} contains a newline, carriage return, NUL or '='"
+        )));
+    }
+    Ok(())
 }
 
 /// The base body block: a deterministic function of the version, so two
@@ -402,11 +417,189 @@ mod tests {
     }
 
     #[test]
+    fn header_fields_that_would_not_read_back_are_refused() {
+        for (spec, field) in [
+            (ImageSpec::new("17.18.01\r", 5000), "version"),
+            (ImageSpec::new("", 5000), "version"),
+            (
+                ImageSpec::new("17.18.01", 5000).with_platform(""),
+                "platform",
+            ),
+            (
+                ImageSpec::new("17.18.01", 5000).with_platform("cat9k\nCW_SIZE=1"),
+                "platform",
+            ),
+            (
+                ImageSpec::new("17.18.01", 5000).with_platform("cat9k\0"),
+                "platform",
+            ),
+        ] {
+            let e = spec.chunks().err().expect("refused").to_string();
+            assert!(e.contains(&format!("image {field}")), "{e}");
+        }
+    }
+
+    #[test]
     fn sizes() {
         assert_eq!(parse_size("256MiB").unwrap(), 256 << 20);
         assert_eq!(parse_size("1G").unwrap(), 1 << 30);
         assert_eq!(parse_size("4096").unwrap(), 4096);
         assert!(parse_size("12q").is_err());
         assert!(ImageSpec::new("1", 10).chunks().is_err());
+    }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Header values as the format allows them, with the odd characters
+        /// (`$`, space, unicode) a careless parser trips on.
+        fn value() -> impl Strategy<Value = String> {
+            "[0-9a-zA-Z._$ \u{e9}\u{4e2d}-]{1,40}"
+        }
+
+        fn spec() -> impl Strategy<Value = ImageSpec> {
+            (value(), value(), MIN_IMAGE_LEN..(1u64 << 40))
+                .prop_map(|(v, p, size)| ImageSpec::new(v, size).with_platform(p))
+        }
+
+        /// What `parse_header` promises for any bytes: a refusal is a
+        /// Parse error naming the header field it lacks; an acceptance
+        /// returns the fields as the first KiB spells them.
+        fn check_parse(bytes: &[u8]) -> Result<(), TestCaseError> {
+            match parse_header(bytes) {
+                Err(ImageError::Parse(m)) => {
+                    let named = ["CW_BEGIN", "CW_FULL_VERSION", "CW_FAMILY", "CW_SIZE"]
+                        .iter()
+                        .any(|f| m.contains(f));
+                    prop_assert!(named, "{m:?} names no header field");
+                }
+                Err(e) => prop_assert!(false, "not a parse error: {e:?}"),
+                Ok(spec) => {
+                    let head = &bytes[..bytes.len().min(HEADER_LEN)];
+                    let end = head.iter().position(|b| *b == 0).unwrap_or(head.len());
+                    let text = String::from_utf8_lossy(&head[..end]);
+                    prop_assert!(text.starts_with("CW_BEGIN=$$"));
+                    for (k, v) in [
+                        ("CW_FULL_VERSION", spec.version.clone()),
+                        ("CW_FAMILY", spec.platform.clone()),
+                        ("CW_SIZE", spec.size.to_string()),
+                    ] {
+                        prop_assert!(
+                            text.lines().any(|l| {
+                                l.strip_prefix(k)
+                                    .and_then(|r| r.strip_prefix('='))
+                                    .is_some_and(|r| {
+                                        r == v || r.parse::<u64>().ok() == v.parse().ok()
+                                    })
+                            }),
+                            "{k}={v:?} not in {text:?}"
+                        );
+                    }
+                }
+            }
+            Ok(())
+        }
+
+        fn header_of(spec: &ImageSpec) -> Vec<u8> {
+            spec.chunks().unwrap().next().unwrap()
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn any_bytes_parse_or_give_a_parse_error(
+                begin in any::<bool>(),
+                bytes in prop::collection::vec(any::<u8>(), 0..2048),
+            ) {
+                // Half the cases start like a header, so the field parsing
+                // is reached, not only the CW_BEGIN check.
+                let mut input = if begin { b"CW_BEGIN=$$\n".to_vec() } else { Vec::new() };
+                input.extend_from_slice(&bytes);
+                check_parse(&input)?;
+            }
+
+            #[test]
+            fn a_written_header_reads_back(spec in spec(), extra in prop::collection::vec(any::<u8>(), 0..64)) {
+                let mut bytes = header_of(&spec);
+                prop_assert_eq!(bytes.len(), HEADER_LEN);
+                // Whatever follows the first KiB is not header.
+                bytes.extend_from_slice(&extra);
+                prop_assert_eq!(parse_header(&bytes).unwrap(), spec);
+            }
+
+            #[test]
+            fn any_header_field_value_reads_back_or_is_refused(
+                v in any::<String>(),
+                p in any::<String>(),
+            ) {
+                let spec = ImageSpec::new(v, MIN_IMAGE_LEN).with_platform(p);
+                match spec.chunks() {
+                    Ok(mut c) => prop_assert_eq!(parse_header(&c.next().unwrap()).unwrap(), spec),
+                    Err(e) => prop_assert!(matches!(e, ImageError::Parse(_)), "{e:?}"),
+                }
+            }
+
+            #[test]
+            fn a_damaged_header_never_panics(
+                spec in spec(),
+                edits in prop::collection::vec((0..HEADER_LEN, any::<u8>()), 1..8),
+                cut in 0..=HEADER_LEN,
+            ) {
+                let mut bytes = header_of(&spec);
+                for (at, b) in edits {
+                    bytes[at] = b;
+                }
+                bytes.truncate(cut);
+                check_parse(&bytes)?;
+            }
+
+            #[test]
+            fn any_chunks_fed_to_the_validator_never_panic(
+                chunks in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..300), 0..12),
+            ) {
+                let mut v = ImageValidator::new();
+                for c in &chunks {
+                    v.update(c);
+                }
+                prop_assert_eq!(v.received(), chunks.iter().map(|c| c.len() as u64).sum::<u64>());
+                // Random bytes are no image: refused as unparseable or
+                // corrupt, with a reason.
+                match v.finish("cat9k") {
+                    Err(e @ (ImageError::Parse(_) | ImageError::Integrity(_))) => {
+                        prop_assert!(e.to_string().len() > "cannot parse image: ".len(), "{e}");
+                    }
+                    other => prop_assert!(false, "{other:?}"),
+                }
+            }
+        }
+
+        proptest! {
+            // Each case streams a whole image: fewer of them.
+            #![proptest_config(ProptestConfig::with_cases(48))]
+
+            #[test]
+            fn one_flipped_byte_before_the_trailer_padding_is_always_caught(
+                size in MIN_IMAGE_LEN..150_000,
+                at in any::<prop::sample::Index>(),
+                flip in 1u8..=255,
+                split in 1usize..70_000,
+            ) {
+                let spec = ImageSpec::new("17.18.02.0.4112.1766116039", size);
+                let mut img: Vec<u8> = spec.chunks().unwrap().flatten().collect();
+                // The trailer is "\nCW_IMAGE_SHA256=<64 hex>\n" and NUL
+                // padding; what follows the digest only terminates it, so
+                // (like the padding) no check covers it.
+                let covered = img.len() - TRAILER_LEN + 1 + TRAILER_KEY.len() + 64;
+                let i = at.index(covered);
+                img[i] ^= flip;
+                let mut v = ImageValidator::new();
+                for c in img.chunks(split) {
+                    v.update(c);
+                }
+                prop_assert!(v.finish("cat9k").is_err(), "flip of byte {i} accepted");
+            }
+        }
     }
 }

@@ -182,6 +182,7 @@ pub fn validate_path(path: &str, allowed: &[&str]) -> Result<DevicePath, PathErr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn accepted_paths() {
@@ -377,5 +378,103 @@ mod tests {
             e.contains("bootflash:y") && e.contains("\"bootflash:\""),
             "{e}"
         );
+    }
+
+    /// The three allow-lists the client uses.
+    fn allow_list() -> impl Strategy<Value = &'static [&'static str]> {
+        prop::sample::select(vec![READ_PREFIXES, WRITE_PREFIXES, IMAGE_PREFIXES])
+    }
+
+    /// A plain file-name segment: no `/`, never `.` or `..`, no colon (so
+    /// no prefix can hide in it).
+    fn segment() -> impl Strategy<Value = String> {
+        "[A-Za-z0-9._~-]{1,10}".prop_filter("relative segment", |s| s != "." && s != "..")
+    }
+
+    /// Checks every promise of [`validate_path`] on one input: an accepted
+    /// path satisfies all the rules, a refused one says why and names it.
+    fn check(path: &str, allowed: &[&str]) -> Result<(), TestCaseError> {
+        match validate_path(path, allowed) {
+            Ok(p) => {
+                prop_assert_eq!(p.as_str(), path);
+                prop_assert_eq!(p.to_string(), path);
+                prop_assert!(allowed.contains(&p.filesystem()), "{path:?}");
+                prop_assert_eq!(
+                    format!("{}{}", p.filesystem(), &path[p.filesystem().len()..]),
+                    path
+                );
+                prop_assert!(!p.relative().is_empty());
+                for seg in p.relative().split('/') {
+                    prop_assert!(!seg.is_empty() && seg != "." && seg != "..", "{path:?}");
+                    for fs in IOSXE_FILESYSTEM_PREFIXES {
+                        prop_assert!(!seg.contains(fs), "{path:?} hides {fs}");
+                    }
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                if path.is_empty() {
+                    prop_assert_eq!(&e, &PathError::Empty);
+                } else {
+                    // Every refusal of a non-empty path quotes it.
+                    prop_assert!(msg.contains(&format!("{path:?}")), "{msg}");
+                }
+                if let PathError::PrefixNotAllowed { .. } = e {
+                    prop_assert!(!allowed.iter().any(|p| path.starts_with(p)));
+                    prop_assert!(msg.contains(&allowed.join(", ")), "{msg}");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn any_text_is_accepted_only_when_every_rule_holds(path in any::<String>(), allowed in allow_list()) {
+            check(&path, allowed)?;
+        }
+
+        #[test]
+        fn path_like_text_is_accepted_only_when_every_rule_holds(
+            fs in prop::sample::select(IOSXE_FILESYSTEM_PREFIXES.to_vec()),
+            rest in "[a-z0-9./:]{0,16}",
+            allowed in allow_list(),
+        ) {
+            check(&format!("{fs}{rest}"), allowed)?;
+        }
+
+        #[test]
+        fn well_formed_paths_are_accepted(
+            allowed in allow_list(),
+            pick in any::<prop::sample::Index>(),
+            slash in any::<bool>(),
+            segs in prop::collection::vec(segment(), 1..5),
+        ) {
+            let fs = allowed[pick.index(allowed.len())];
+            let rel = segs.join("/");
+            let path = format!("{fs}{}{rel}", if slash { "/" } else { "" });
+            let p = validate_path(&path, allowed).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(p.filesystem(), fs);
+            prop_assert_eq!(p.relative(), rel);
+        }
+
+        #[test]
+        fn a_relative_or_nested_segment_anywhere_is_refused(
+            fs in prop::sample::select(READ_PREFIXES.to_vec()),
+            segs in prop::collection::vec(segment(), 0..4),
+            at in any::<prop::sample::Index>(),
+            bad in prop::sample::select(vec![".", "..", "", "nvram:x", "a/bootflash:"]),
+        ) {
+            let mut segs = segs;
+            let i = at.index(segs.len() + 1);
+            segs.insert(i, bad.to_owned());
+            let path = format!("{fs}/{}", segs.join("/"));
+            let e = validate_path(&path, READ_PREFIXES)
+                .err()
+                .ok_or_else(|| TestCaseError::fail(format!("{path:?} accepted")))?;
+            prop_assert!(e.to_string().contains(&format!("{path:?}")), "{e}");
+        }
     }
 }

@@ -116,7 +116,8 @@ pub struct DeviceSpec {
     pub inventory: Option<String>,
 }
 
-/// An object to apply: inline YAML or a file relative to the scenario.
+/// An object to apply (inline YAML or a file relative to the scenario) or
+/// to delete.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Resource {
@@ -126,12 +127,31 @@ pub struct Resource {
     /// A manifest file, relative to the scenario file, templated.
     #[serde(default)]
     pub file: Option<PathBuf>,
+    /// Instead of applying: delete this object (`Kind/name`) of the
+    /// scenario's namespace, as `kubectl delete` would (finalizers run).
+    #[serde(default)]
+    pub delete: Option<String>,
     /// Apply only after this long (from the scenario's start).
     #[serde(default, with = "humantime_serde::option")]
     pub after: Option<Duration>,
     /// Apply only when an object has reached a phase.
     #[serde(default)]
     pub when: Option<PhaseTrigger>,
+    /// Apply (or delete) only once a simulated device has received a call
+    /// (sim target): e.g. the OS.Install that a transfer opens.
+    #[serde(default)]
+    pub when_called: Option<CallTrigger>,
+}
+
+/// A point in a scenario: a simulated device's journal holds a call of a
+/// method (counted from its arrival, so a call still in flight counts).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CallTrigger {
+    /// Which device.
+    pub device: String,
+    /// Method, matched as journal expectations match it (contained text).
+    pub method: String,
 }
 
 /// A point in a scenario: an object reached a phase.
@@ -366,15 +386,26 @@ pub fn parse(path: &Path, text: &str) -> Result<LoadedScenario, ScenarioError> {
         }
     }
     for (i, r) in scenario.resources.iter().enumerate() {
-        if r.inline.is_some() == r.file.is_some() {
+        let given = [r.inline.is_some(), r.file.is_some(), r.delete.is_some()];
+        if given.iter().filter(|g| **g).count() != 1 {
             return Err(fail(format!(
-                "resources[{i}]: give exactly one of inline or file"
+                "resources[{i}]: give exactly one of inline, file or delete"
             )));
         }
-        if r.after.is_some() && r.when.is_some() {
+        if let Some(d) = &r.delete {
+            check_object_ref(d).map_err(|m| fail(format!("resources[{i}].delete: {m}")))?;
+        }
+        let triggers = [r.after.is_some(), r.when.is_some(), r.when_called.is_some()];
+        if triggers.iter().filter(|t| **t).count() > 1 {
             return Err(fail(format!(
-                "resources[{i}]: give at most one of after or when"
+                "resources[{i}]: give at most one of after, when or whenCalled"
             )));
+        }
+        if let Some(c) = &r.when_called {
+            known_device(&c.device, &format!("resources[{i}].whenCalled.device")).map_err(fail)?;
+            if c.method.trim().is_empty() {
+                return Err(fail(format!("resources[{i}].whenCalled.method: is empty")));
+            }
         }
         if let Some(w) = &r.when {
             check_object_ref(&w.object)
@@ -540,6 +571,48 @@ expect:
     }
 
     #[test]
+    fn a_delete_step_names_an_object_and_may_wait_for_a_call() {
+        let with = |step: &str| GOOD.replace("expect:\n", &format!("{step}expect:\n"));
+        let s = parse(
+            Path::new("x.yaml"),
+            &with("  - delete: DeviceOperation/t1\n    whenCalled: { device: sw1, method: /gnoi.system.System/Time }\n"),
+        )
+        .unwrap();
+        let r = &s.scenario.resources[1];
+        assert_eq!(r.delete.as_deref(), Some("DeviceOperation/t1"));
+        let c = r.when_called.as_ref().unwrap();
+        assert_eq!(
+            (c.device.as_str(), c.method.as_str()),
+            ("sw1", "/gnoi.system.System/Time")
+        );
+        for (step, want) in [
+            (
+                "  - delete: DeviceOperation/t1\n    inline: \"x\"\n",
+                "resources[1]: give exactly one of inline, file or delete",
+            ),
+            (
+                "  - delete: t1\n",
+                "resources[1].delete: \"t1\" is not Kind/name",
+            ),
+            (
+                "  - delete: DeviceOperation/t1\n    whenCalled: { device: sw9, method: Time }\n",
+                "resources[1].whenCalled.device: device \"sw9\" is not in devices (sw1)",
+            ),
+            (
+                "  - delete: DeviceOperation/t1\n    whenCalled: { device: sw1, method: \" \" }\n",
+                "resources[1].whenCalled.method: is empty",
+            ),
+            (
+                "  - delete: DeviceOperation/t1\n    after: 1s\n    whenCalled: { device: sw1, method: Time }\n",
+                "resources[1]: give at most one of after, when or whenCalled",
+            ),
+        ] {
+            let e = parse(Path::new("x.yaml"), &with(step)).unwrap_err();
+            assert!(e.message.contains(want), "{e}");
+        }
+    }
+
+    #[test]
     fn a_reboot_step_parses_and_is_one_action() {
         let with = |step: &str| {
             GOOD.replace(
@@ -579,5 +652,142 @@ expect:
         let bad = GOOD.replace("timeout: 30s", "timeout: thirty");
         let e = parse(Path::new("x.yaml"), &bad).unwrap_err().to_string();
         assert!(e.contains("x.yaml:4:"), "{e}");
+    }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Checks what `parse` promises for any input: no panic, and a
+        /// refusal that names the file, says something, and points (when it
+        /// points) at a line of the text.
+        fn check(text: &str) -> Result<Option<LoadedScenario>, TestCaseError> {
+            match parse(Path::new("scenarios/f.yaml"), text) {
+                Ok(s) => Ok(Some(s)),
+                Err(e) => {
+                    prop_assert!(!e.message.trim().is_empty());
+                    prop_assert!(e.to_string().starts_with("scenarios/f.yaml"), "{e}");
+                    if let Some((line, col)) = e.location {
+                        prop_assert!(line >= 1 && col >= 1, "{e}");
+                        prop_assert!(line <= text.lines().count() + 1, "{e} beyond the text");
+                    }
+                    Ok(None)
+                }
+            }
+        }
+
+        /// The scenario files of the suite, as mutation seeds.
+        fn suite() -> Vec<String> {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+            discover(&dir)
+                .unwrap()
+                .iter()
+                .map(|p| std::fs::read_to_string(p).unwrap())
+                .collect()
+        }
+
+        #[derive(Debug, Clone)]
+        enum Edit {
+            DeleteLine(prop::sample::Index),
+            DuplicateLine(prop::sample::Index),
+            ReplaceLine(prop::sample::Index, String),
+            Splice(prop::sample::Index, String),
+        }
+
+        fn edit() -> impl Strategy<Value = Edit> {
+            let text = "[ -~\t\n\u{e9}]{0,24}";
+            prop_oneof![
+                any::<prop::sample::Index>().prop_map(Edit::DeleteLine),
+                any::<prop::sample::Index>().prop_map(Edit::DuplicateLine),
+                (any::<prop::sample::Index>(), text).prop_map(|(i, t)| Edit::ReplaceLine(i, t)),
+                (any::<prop::sample::Index>(), text).prop_map(|(i, t)| Edit::Splice(i, t)),
+            ]
+        }
+
+        fn apply(text: &str, edit: &Edit) -> String {
+            let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+            if lines.is_empty() {
+                lines.push(String::new());
+            }
+            match edit {
+                Edit::DeleteLine(i) => {
+                    lines.remove(i.index(lines.len()));
+                }
+                Edit::DuplicateLine(i) => {
+                    let i = i.index(lines.len());
+                    lines.insert(i, lines[i].clone());
+                }
+                Edit::ReplaceLine(i, t) => {
+                    let i = i.index(lines.len());
+                    lines[i] = t.clone();
+                }
+                Edit::Splice(i, t) => {
+                    let i = i.index(lines.len());
+                    let cut = lines[i].len() / 2;
+                    let cut = (0..=cut)
+                        .rev()
+                        .find(|c| lines[i].is_char_boundary(*c))
+                        .unwrap_or(0);
+                    lines[i].insert_str(cut, t);
+                }
+            }
+            lines.join("\n") + "\n"
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn any_text_parses_or_gives_a_located_error(text in any::<String>()) {
+                check(&text)?;
+            }
+
+            #[test]
+            fn yaml_like_text_parses_or_gives_a_located_error(
+                text in "([a-zA-Z]{1,8}: ?[a-z0-9 {}\\[\\],:-]{0,12}\n( {2,4}- )?){0,12}"
+            ) {
+                check(&text)?;
+            }
+
+            #[test]
+            fn edited_scenarios_parse_or_give_a_located_error(
+                which in any::<prop::sample::Index>(),
+                edits in prop::collection::vec(edit(), 1..4),
+            ) {
+                let seeds = suite();
+                let mut text = seeds[which.index(seeds.len())].clone();
+                for e in &edits {
+                    text = apply(&text, e);
+                }
+                check(&text)?;
+            }
+
+            #[test]
+            fn the_name_rule_is_exactly_lowercase_digits_and_dashes(name in "[ -~]{0,12}") {
+                let quoted = serde_json::to_string(&name).unwrap();
+                let text = GOOD.replace("name: time-probe", &format!("name: {quoted}"));
+                let want = !name.is_empty()
+                    && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+                match check(&text)? {
+                    Some(s) => {
+                        prop_assert!(want, "{name:?} accepted");
+                        prop_assert_eq!(s.scenario.name, name);
+                    }
+                    None => {
+                        prop_assert!(!want, "{name:?} refused");
+                        let e = parse(Path::new("x.yaml"), &text).unwrap_err();
+                        prop_assert!(e.message.contains(&format!("name {name:?}")), "{e}");
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn every_suite_scenario_parses() {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+            for p in discover(&dir).unwrap() {
+                load(&p).unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
     }
 }

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Event, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::GroupVersionKind;
@@ -192,8 +192,9 @@ async fn run_inner(
                 vars.set(format!("{p}.version"), v.clone());
             }
         }
-        let _images = serve_images(&sc.images, &devices, log_dir, &mut vars).await?;
-        let mut controller = start_controller(ctx, s, ns.name(), log_dir).await?;
+        let images = serve_images(s, &client, ns.name(), &devices, log_dir, &mut vars).await?;
+        let ca_file = images.as_ref().map(|i| i.ca_file.as_path());
+        let mut controller = start_controller(ctx, s, ns.name(), log_dir, ca_file).await?;
         let checked = drive(s, &client, ns.name(), &devices, &vars, result, &say).await;
         stop_controller(&mut controller).await;
         checked
@@ -279,6 +280,7 @@ async fn start_controller(
     s: &LoadedScenario,
     ns: &str,
     log_dir: &Path,
+    https_ca: Option<&Path>,
 ) -> Result<Child, String> {
     let kubeconfig = log_dir.join("kubeconfig");
     crate::control_plane::write_private(&kubeconfig, &ctx.kubeconfig).map_err(|e| e.to_string())?;
@@ -303,8 +305,13 @@ async fn start_controller(
         .env("CVK_METRICS_BIND_ADDRESS", "127.0.0.1:0")
         .env("CVK_HEALTH_PROBE_BIND_ADDRESS", "127.0.0.1:0")
         .env("CVK_LOG_FORMAT", "text")
-        .env("LOG_LEVEL", "info,cvk_controller=debug")
-        .envs(&c.env)
+        .env("LOG_LEVEL", "info,cvk_controller=debug");
+    if let Some(ca) = https_ca {
+        // The image client trusts the native roots, which rustls-native-certs
+        // reads from SSL_CERT_FILE when it is set: the HTTPS server's CA.
+        cmd.env("SSL_CERT_FILE", ca);
+    }
+    cmd.envs(&c.env)
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(err_log)
@@ -468,7 +475,8 @@ async fn drive(
             pending_resources.retain(|&i| {
                 let r = &sc.resources[i];
                 let ready = r.after.is_none_or(|a| elapsed >= a)
-                    && r.when.as_ref().is_none_or(|w| reached(&o, w));
+                    && r.when.as_ref().is_none_or(|w| reached(&o, w))
+                    && r.when_called.as_ref().is_none_or(|c| called(devices, c));
                 if ready {
                     due.push(i);
                 }
@@ -553,6 +561,16 @@ async fn drive(
         check(i, e, &o, &events, devices, &mut failures);
     }
     Ok(failures)
+}
+
+/// Whether the device of `c` has received a call of its method (never on
+/// hardware: no journal to read).
+fn called(devices: &[PreparedDevice], c: &super::model::CallTrigger) -> bool {
+    devices
+        .iter()
+        .find(|d| d.name == c.device)
+        .and_then(|d| d.sim.as_ref())
+        .is_some_and(|sim| sim.journal_count(&c.method) > 0)
 }
 
 /// How long the watches may take to list before the scenario gives up.
@@ -685,6 +703,17 @@ async fn apply_resource(
     vars: &Vars,
 ) -> Result<(), String> {
     let r = &s.scenario.resources[i];
+    if let Some(target) = &r.delete {
+        let (kind, name) = target.split_once('/').expect("validated: Kind/name");
+        let (ar, _) = resolver
+            .by_kind(kind)
+            .map_err(|e| format!("resources[{i}]: {e}"))?;
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
+        api.delete(name, &kube::api::DeleteParams::default())
+            .await
+            .map_err(|e| format!("resources[{i}]: deleting {target}: {e}"))?;
+        return Ok(());
+    }
     let text = match (&r.inline, &r.file) {
         (Some(t), _) => t.clone(),
         (None, Some(f)) => {
@@ -692,7 +721,7 @@ async fn apply_resource(
             std::fs::read_to_string(&path)
                 .map_err(|e| format!("resources[{i}].file {}: {e}", path.display()))?
         }
-        (None, None) => unreachable!("validated: one of inline or file"),
+        (None, None) => unreachable!("validated: one of inline, file or delete"),
     };
     let text = vars
         .render(&text)
@@ -895,21 +924,56 @@ fn describe_bounds(count: Option<usize>, min: Option<usize>, max: Option<usize>)
 
 /// The loopback servers of a scenario's images; they stop when dropped.
 struct ImageServing {
-    _http: iosxe_sim::image_servers::HttpServer,
-    _tftp: iosxe_sim::image_servers::TftpServer,
+    _servers: iosxe_sim::image_servers::ImageServers,
+    _https: iosxe_sim::image_servers::HttpServer,
+    /// The CA of the HTTPS server (PEM file), handed to the controller as
+    /// `SSL_CERT_FILE`: the trust store its https client loads.
+    ca_file: PathBuf,
 }
 
-/// Generates the scenario's images under `<log_dir>/images`, serves them
-/// over HTTP and TFTP on loopback until the returned servers are dropped,
-/// stages each on the simulators its `stagedOn` names; sets the
-/// `images.<name>.*` template keys (`url`, `tftpUrl`, `sha256`, `version`,
-/// `size`, and `localPath` for a staged one).
+/// The Secret named by `{{ images.<name>.urlSecret }}`: the FTP and SSH
+/// servers' user and password and the SSH server's known_hosts line.
+const IMAGE_SOURCE_SECRET: &str = "cvk-hil-image-source";
+
+/// Largest image a `configMapRef` source can carry: the API server refuses
+/// a ConfigMap whose data and keys exceed 1 MiB.
+const MAX_CONFIGMAP_IMAGE: u64 = 1024 * 1024 - "image".len() as u64;
+
+/// Whether any resource of the scenario (inline or file) uses `key`.
+fn resources_use(s: &LoadedScenario, key: &str) -> bool {
+    s.scenario
+        .resources
+        .iter()
+        .any(|r| match (&r.inline, &r.file) {
+            (Some(t), _) => t.contains(key),
+            (None, Some(f)) => {
+                let path = s.path.parent().unwrap_or(Path::new(".")).join(f);
+                std::fs::read_to_string(path).is_ok_and(|t| t.contains(key))
+            }
+            (None, None) => false,
+        })
+}
+
+/// Generates the scenario's images under `<log_dir>/images`, serves them on
+/// loopback over HTTP, HTTPS, TFTP, FTP, SFTP and SCP until the returned
+/// servers are dropped (a few milliseconds to start), creates the
+/// `urlSecret` Secret and, for an image a resource names by
+/// `images.<name>.configMap`, a ConfigMap with the image in
+/// `binaryData["image"]`; stages each image on the simulators its
+/// `stagedOn` names; sets the `images.<name>.*` template keys (`url`,
+/// `httpsUrl`, `tftpUrl`, `ftpUrl`, `sftpUrl`, `scpUrl`, `urlSecret`,
+/// `configMap`, `sha256`, `version`, `size`, and `localPath` for a staged
+/// one).
 async fn serve_images(
-    images: &[super::model::ImageDecl],
+    s: &LoadedScenario,
+    client: &Client,
+    ns: &str,
     devices: &[PreparedDevice],
     log_dir: &Path,
     vars: &mut Vars,
 ) -> Result<Option<ImageServing>, String> {
+    use iosxe_sim::image_servers::{HttpServer, ImageServers, ImageServersConfig};
+    let images = &s.scenario.images;
     if images.is_empty() {
         return Ok(None);
     }
@@ -926,19 +990,50 @@ async fn serve_images(
             .map_err(|e| format!("images.{}: {e}", img.name))?;
         files.push((img, file, sha256));
     }
-    let server = iosxe_sim::image_servers::HttpServer::start(&dir, ([127, 0, 0, 1], 0).into())
+    let mut cfg = ImageServersConfig::loopback(&dir);
+    cfg.username = "cvk-hil".into();
+    cfg.password = format!("{:032x}", rand::random::<u128>());
+    cfg.ftp_anonymous = false;
+    let servers = ImageServers::start(cfg.clone())
         .await
-        .map_err(|e| format!("starting the image HTTP server: {e}"))?;
-    let tftp = iosxe_sim::image_servers::TftpServer::start(&dir, ([127, 0, 0, 1], 0).into())
+        .map_err(|e| format!("starting the image servers: {e}"))?;
+    let https = HttpServer::start_tls(&dir, ([127, 0, 0, 1], 0).into())
         .await
-        .map_err(|e| format!("starting the image TFTP server: {e}"))?;
+        .map_err(|e| format!("starting the image HTTPS server: {e}"))?;
+    let ca_file = log_dir.join("image-https-ca.pem");
+    std::fs::write(&ca_file, https.ca_pem().unwrap_or_default())
+        .map_err(|e| format!("writing {}: {e}", ca_file.display()))?;
+    let secret = json!({
+        "metadata": { "name": IMAGE_SOURCE_SECRET },
+        "stringData": {
+            "username": cfg.username,
+            "password": cfg.password,
+            "knownHosts": servers.ssh.known_hosts_line(),
+        },
+    });
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(secret).map_err(|e| e.to_string())?,
+        )
+        .await
+        .map_err(|e| format!("creating Secret {IMAGE_SOURCE_SECRET}: {e}"))?;
     for (img, file, sha256) in files {
         let p = format!("images.{}", img.name);
-        vars.set(format!("{p}.url"), server.url(&file));
-        vars.set(format!("{p}.tftpUrl"), tftp.url(&file));
+        vars.set(format!("{p}.url"), servers.http.url(&file));
+        vars.set(format!("{p}.httpsUrl"), https.url(&file));
+        vars.set(format!("{p}.tftpUrl"), servers.tftp.url(&file));
+        vars.set(format!("{p}.ftpUrl"), servers.ftp.url(&file));
+        vars.set(format!("{p}.sftpUrl"), servers.ssh.sftp_url(&file));
+        vars.set(format!("{p}.scpUrl"), servers.ssh.scp_url(&file));
+        vars.set(format!("{p}.urlSecret"), IMAGE_SOURCE_SECRET);
         vars.set(format!("{p}.sha256"), sha256);
         vars.set(format!("{p}.version"), img.version.clone());
         vars.set(format!("{p}.size"), img.size.to_string());
+        if resources_use(s, &format!("{p}.configMap")) {
+            let name = image_config_map(client, ns, img, &dir.join(&file)).await?;
+            vars.set(format!("{p}.configMap"), name);
+        }
         for name in &img.staged_on {
             let path = stage_image(&dir.join(&file), name, devices)
                 .await
@@ -947,9 +1042,46 @@ async fn serve_images(
         }
     }
     Ok(Some(ImageServing {
-        _http: server,
-        _tftp: tftp,
+        _servers: servers,
+        _https: https,
+        ca_file,
     }))
+}
+
+/// Creates the ConfigMap `image-<name>` holding the image file in
+/// `binaryData["image"]` (a `configMapRef` source); returns its name.
+async fn image_config_map(
+    client: &Client,
+    ns: &str,
+    img: &super::model::ImageDecl,
+    file: &Path,
+) -> Result<String, String> {
+    use base64::Engine as _;
+    if img.size > MAX_CONFIGMAP_IMAGE {
+        return Err(format!(
+            "images.{}.configMap: size {} is over the {MAX_CONFIGMAP_IMAGE} bytes a ConfigMap can hold",
+            img.name, img.size
+        ));
+    }
+    let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let name = format!("image-{}", img.name);
+    let cm = json!({
+        "metadata": { "name": name },
+        "binaryData": { "image": base64::engine::general_purpose::STANDARD.encode(bytes) },
+    });
+    Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(cm).map_err(|e| e.to_string())?,
+        )
+        .await
+        .map_err(|e| {
+            format!(
+                "images.{}.configMap: creating ConfigMap {name}: {e}",
+                img.name
+            )
+        })?;
+    Ok(name)
 }
 
 /// Writes an image file onto a simulated device's flash through the

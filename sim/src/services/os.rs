@@ -161,9 +161,19 @@ async fn run_install(
                 }
                 return;
             }
-            Some(R::TransferRequest(_)) | None => {
+            Some(R::TransferRequest(_)) => {
                 let _ = tx
                     .send(Err(Status::invalid_argument("transfer_request sent twice")))
+                    .await;
+                return;
+            }
+            // Once answered "transfer_request sent twice", which it was not.
+            None => {
+                let _ = tx
+                    .send(Err(Status::invalid_argument(
+                        "an InstallRequest with no request set; \
+                         transfer_content or transfer_end expected",
+                    )))
                     .await;
                 return;
             }

@@ -208,10 +208,16 @@ impl System for SystemService {
             n if (1..=255).contains(&n) => n,
             n => return Err(Status::invalid_argument(format!("max_ttl {n} is invalid"))),
         };
-        let first = (r.initial_ttl as i32).max(1);
-        if first > max_ttl {
-            return Err(Status::invalid_argument("initial_ttl exceeds max_ttl"));
+        // A u32 on the wire: compared as is, never wrapped into an i32 (a
+        // huge initial_ttl once read as a negative one and traced from 1).
+        let first = r.initial_ttl.max(1);
+        if first > max_ttl as u32 {
+            return Err(Status::invalid_argument(format!(
+                "initial_ttl {} exceeds max_ttl {max_ttl}",
+                r.initial_ttl
+            )));
         }
+        let first = first as i32;
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(async move {
             let head = pb::TracerouteResponse {
