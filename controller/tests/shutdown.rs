@@ -1,17 +1,25 @@
 //! Shutdown is bounded: after the cancellation token fires,
 //! `run_controllers` returns within the grace period plus a little, whatever
-//! the reconcilers and watches are doing at that moment. Against the real
-//! local control plane.
+//! the reconcilers and watches are doing at that moment (no list yet, a
+//! probe on a silent device, a stalled transfer, an action observing a
+//! reboot that never ends). Against the real local control plane.
 
 mod reconcile_common;
 
 use std::time::{Duration, Instant};
 
-use cvk_controller::reconcile::run_controllers;
+use cvk_controller::crd::{IOSXEOperationalAction, IOSXESoftwareUpgrade};
+use cvk_controller::reconcile::{ControllerSettings, run_controllers};
 use cvk_hil::testing::shared_control_plane;
+use iosxe_sim::{FaultKind, FaultSpec, ImageSpec};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::Api;
 use kube::Client;
+use kube::api::PostParams;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use reconcile_common::*;
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 const GRACE: Duration = Duration::from_secs(1);
@@ -19,7 +27,14 @@ const GRACE: Duration = Duration::from_secs(1);
 const BOUND: Duration = Duration::from_secs(6);
 
 async fn stop_within_bound(client: Client, ns: &str, before_stop: impl Future<Output = ()>) {
-    let mut s = settings(ns);
+    stop_within_bound_with(client, settings(ns), before_stop).await;
+}
+
+async fn stop_within_bound_with(
+    client: Client,
+    mut s: ControllerSettings,
+    before_stop: impl Future<Output = ()>,
+) {
     s.shutdown_grace = GRACE;
     let token = CancellationToken::new();
     let task = tokio::spawn(run_controllers(client, s, token.clone()));
@@ -91,4 +106,115 @@ async fn stops_while_a_probe_waits_on_a_silent_device() {
     .await;
     silent.abort();
     ns.delete().await;
+}
+
+/// An upgrade's OS.Install stalled part-way (the simulator stops reading):
+/// the transfer task is blocked on a full HTTP/2 window when the
+/// controllers are told to stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stops_while_a_transfer_is_stalled() {
+    let (client, ns) = setup("stop-transfer").await;
+    let sim = fleet("c9300-17.18", 1).await;
+    let dev = sim.nth(0).expect("device");
+    dev.inject(FaultSpec::rpc(
+        "/gnoi.os.OS/Install",
+        FaultKind::Stall {
+            after_bytes: 128 * 1024,
+        },
+    ))
+    .expect("stall fault");
+    let mut image = Vec::new();
+    ImageSpec::new("17.18.03.0.4200.1770000000", 512 * 1024)
+        .write_to(&mut image)
+        .expect("image");
+    let cm = ConfigMap {
+        metadata: kube::api::ObjectMeta {
+            name: Some("img".into()),
+            ..Default::default()
+        },
+        binary_data: Some([("image".to_owned(), ByteString(image))].into()),
+        ..Default::default()
+    };
+    Api::<ConfigMap>::namespaced(client.clone(), ns.name())
+        .create(&PostParams::default(), &cm)
+        .await
+        .expect("image ConfigMap");
+    let name = ns.name().to_owned();
+    let (c, d) = (client.clone(), dev.clone());
+    let mut s = settings(ns.name());
+    s.gates.software_upgrade = true;
+    s.upgrade.image_cache_dir = std::env::temp_dir().join(format!("cvk-stop-cache-{name}"));
+    stop_within_bound_with(client, s, async move {
+        device(&c, &name, "sw1", d.addr().port()).await;
+        let _: IOSXESoftwareUpgrade = create(
+            &c,
+            &name,
+            json!({
+                "apiVersion": "ops.cisco.vk/v1alpha1", "kind": "IOSXESoftwareUpgrade",
+                "metadata": { "name": "up" },
+                "spec": {
+                    "deviceRef": { "name": "sw1" },
+                    "imageSource": { "configMapRef": { "name": "img" } },
+                    "targetVersion": "17.18.03",
+                },
+            }),
+        )
+        .await;
+        wait_journal(&d, "/gnoi.os.OS/Install").await;
+        // Let the stream fill the window and block.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    })
+    .await;
+    sim.shutdown().await;
+    ns.delete().await;
+}
+
+/// A Reboot action observing a reload that never ends: its reconcile is
+/// waiting on a device that refuses connections when the controllers are
+/// told to stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stops_while_an_action_observes_an_endless_reboot() {
+    let (client, ns) = setup("stop-observe").await;
+    let sim = fleet("c9300-17.18", 1).await;
+    let dev = sim.nth(0).expect("device");
+    dev.inject(FaultSpec::device(FaultKind::EndlessReboot))
+        .expect("endless reboot fault");
+    let name = ns.name().to_owned();
+    let (c, d) = (client.clone(), dev.clone());
+    let mut s = settings(ns.name());
+    s.gates.write_class = true;
+    stop_within_bound_with(client, s, async move {
+        device(&c, &name, "sw1", d.addr().port()).await;
+        let _: IOSXEOperationalAction = create(
+            &c,
+            &name,
+            json!({
+                "apiVersion": "ops.cisco.vk/v1alpha1", "kind": "IOSXEOperationalAction",
+                "metadata": { "name": "reload" },
+                "spec": {
+                    "deviceRef": { "name": "sw1" }, "confirm": "sw1",
+                    "action": { "kind": "Reboot", "reboot": { "message": "shutdown test", "delay": 0 } },
+                },
+            }),
+        )
+        .await;
+        wait_journal(&d, "/gnoi.system.System/Reboot").await;
+        // The device is down now; the action polls it.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    })
+    .await;
+    sim.shutdown().await;
+    ns.delete().await;
+}
+
+/// Waits (bounded) until the device has seen `method`.
+async fn wait_journal(dev: &iosxe_sim::DeviceHandle, method: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while dev.journal_for(method).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "{method} never reached the device"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
