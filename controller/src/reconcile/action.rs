@@ -46,7 +46,8 @@
 //! * **Events and metrics** on every transition:
 //!   `cisco_vk_iosxe_operational_action_transitions_total{device,kind,phase,reason}`.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -544,6 +545,46 @@ pub enum Outcome {
     },
 }
 
+/// Answers of dispatched actions whose status write has not landed yet (the
+/// API server failed just then), by invocation ID, so that the next
+/// reconcile writes the answer the device gave instead of observing, and
+/// possibly concluding ActionOutcomeUnknown for a kind that leaves nothing
+/// to read back. Only a controller restart loses them; that is what the
+/// observation path is for.
+#[derive(Debug, Default)]
+pub struct PendingAnswers(Mutex<HashMap<String, Outcome>>);
+
+impl PendingAnswers {
+    fn put(&self, invocation: &str, outcome: Outcome) {
+        self.0
+            .lock()
+            .expect("answers lock")
+            .insert(invocation.to_owned(), outcome);
+    }
+
+    fn get(&self, invocation: &str) -> Option<Outcome> {
+        self.0
+            .lock()
+            .expect("answers lock")
+            .get(invocation)
+            .cloned()
+    }
+
+    fn remove(&self, invocation: &str) {
+        self.0.lock().expect("answers lock").remove(invocation);
+    }
+
+    /// How many answers wait for their status write.
+    pub fn len(&self) -> usize {
+        self.0.lock().expect("answers lock").len()
+    }
+
+    /// No answer waits for its status write.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Whether an error leaves it open whether the device acted: the transport
 /// broke or the deadline passed, so the request may have been executed.
 pub fn is_ambiguous(e: &ClientError) -> bool {
@@ -955,6 +996,42 @@ fn post_params() -> PostParams {
 
 /// Replaces the status of `obj` as read (its resourceVersion is the
 /// precondition). `None` when someone else wrote the object in between.
+/// How long a marker write whose answer was lost is looked for.
+const MARKER_CONFIRM: Duration = Duration::from_secs(60);
+
+/// After a marker write that failed in transport: reads the object until
+/// the API server answers (bounded by [`MARKER_CONFIRM`]). The object when
+/// it is Running with this invocation (the write landed and nothing was
+/// dispatched yet: this process is the only one that dispatches it, as a
+/// reconcile that finds a marker only observes); `None` when the write did
+/// not land or the API server stayed away.
+async fn confirm_marker(
+    api: &Api<IOSXEOperationalAction>,
+    name: &str,
+    invocation: &str,
+) -> Option<IOSXEOperationalAction> {
+    let deadline = tokio::time::Instant::now() + MARKER_CONFIRM;
+    loop {
+        match api.get_opt(name).await {
+            Ok(Some(o)) => {
+                let st = o.status.as_ref();
+                let ours = st.and_then(|s| s.invocation_id.as_deref()) == Some(invocation)
+                    && st.and_then(|s| s.phase) == Some(ActionPhase::Running);
+                return ours.then_some(o);
+            }
+            Ok(None) => return None,
+            Err(e) => {
+                if tokio::time::Instant::now() >= deadline {
+                    tracing::warn!(action = %name, error = %e,
+                        "the marker write's answer was lost and the API server did not answer again in time");
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
 async fn cas_status(
     api: &Api<IOSXEOperationalAction>,
     obj: &IOSXEOperationalAction,
@@ -1410,7 +1487,20 @@ async fn start(env: &Env<'_>, obj: &IOSXEOperationalAction) -> Result<Requeue, R
     let generation = obj.metadata.generation;
     let prev = obj.status.clone().unwrap_or_default();
     let running = running_status(&prev, &invocation, &rec, generation, Timestamp::now());
-    let Some(obj) = cas_status(&env.api, obj, running).await? else {
+    let marked = match cas_status(&env.api, obj, running).await {
+        // The API server may have stored the marker and lost only the
+        // answer: find out before giving up, or the next reconcile would
+        // see a marker, take the action for dispatched and observe a
+        // device that was never asked (ActionNotApplied).
+        Err(ReconcileError::Kube(e)) if !matches!(e, kube::Error::Api(_)) => {
+            match confirm_marker(&env.api, &env.name, &invocation).await {
+                Some(obj) => Some(obj),
+                None => return Err(ReconcileError::Kube(e)),
+            }
+        }
+        other => other?,
+    };
+    let Some(obj) = marked else {
         // Someone else wrote first; decide again from what they wrote.
         return Ok(Requeue::requeue(Duration::from_millis(200)));
     };
@@ -1434,7 +1524,13 @@ async fn start(env: &Env<'_>, obj: &IOSXEOperationalAction) -> Result<Requeue, R
         };
     crate::pause::point(PAUSE_AFTER_DISPATCH).await;
     let outcome = interpret(kind, answer);
-    conclude(env, &obj, &invocation, &summary, outcome, false).await
+    // Kept until written: a failed status write must not lose the answer.
+    env.ctx.action_answers.put(&invocation, outcome.clone());
+    let written = conclude(env, &obj, &invocation, &summary, outcome, false).await;
+    if written.is_ok() {
+        env.ctx.action_answers.remove(&invocation);
+    }
+    written
 }
 
 /// Writes an outcome over a Running object carrying `invocation`.
@@ -1537,6 +1633,15 @@ async fn observe_dispatched(
                 ),
             )
             .await;
+    }
+    if let Some(outcome) = env.ctx.action_answers.get(&invocation) {
+        // This process dispatched it and holds the answer; only the status
+        // write failed. Write it now, as if no time had passed.
+        let written = conclude(env, obj, &invocation, &summary, outcome, false).await;
+        if written.is_ok() {
+            env.ctx.action_answers.remove(&invocation);
+        }
+        return written;
     }
     let started = st
         .start_time

@@ -227,6 +227,8 @@ pub struct Context {
     recorder: Recorder,
     /// Upgrade transfers that outlive one reconcile.
     pub(crate) upgrades: upgrade::Runtime,
+    /// Answers of dispatched actions not yet written to their status.
+    pub(crate) action_answers: action::PendingAnswers,
     /// Device key -> (generation, when the next probe is due), so that the
     /// status write a probe causes does not cause another probe.
     probes: Mutex<HashMap<String, (Option<i64>, Instant)>>,
@@ -250,6 +252,7 @@ impl Context {
         Self {
             pool: Arc::new(ClientPool::new(settings.gnoi.clone(), client_metrics)),
             upgrades: upgrade::Runtime::new(settings.upgrade.clone()),
+            action_answers: action::PendingAnswers::default(),
             client,
             settings,
             metrics,

@@ -795,6 +795,14 @@ fn transfer_interrupted(b: &mut B<'_>, obs: &Observation) {
     }
     match &obs.device {
         None => b.actions.push(Action::ObserveDevice),
+        Some(DeviceObs::Up(dev)) if dev.install_in_progress => b.wait(
+            "TransferInterrupted",
+            format!(
+                "the device reports an install in progress; waiting for it to end before retry {attempt} of {}",
+                b.spec.max_retries
+            ),
+            RETRY_BACKOFF,
+        ),
         Some(DeviceObs::Up(_)) => {
             b.go(
                 UpgradePhase::Transferring,
@@ -908,13 +916,23 @@ fn transferring(b: &mut B<'_>, obs: &Observation) {
                 note,
             );
         }
+        TransferState::InstallError { kind, detail } if kind == "INSTALL_IN_PROGRESS" => {
+            // Usually this upgrade's own earlier session, still open on the
+            // device after a controller restart or a cut; or another
+            // install. Either way it ends: wait for it as a retry, within
+            // the install window, rather than fail the upgrade.
+            interrupted(
+                b,
+                attempt,
+                format!("OS.Install answered INSTALL_IN_PROGRESS: {detail}"),
+            )
+        }
         TransferState::InstallError { kind, detail } => {
             let (phase, reason) = match kind.as_str() {
                 "INTEGRITY_FAIL" => (UpgradePhase::ValidationFailed, "ImageIntegrityFailed"),
                 "PARSE_FAIL" => (UpgradePhase::ValidationFailed, "ImageParseFailed"),
                 "INCOMPATIBLE" => (UpgradePhase::ValidationFailed, "ImageIncompatible"),
                 "TOO_LARGE" => (UpgradePhase::Failed, "InsufficientFlash"),
-                "INSTALL_IN_PROGRESS" => (UpgradePhase::Failed, "InstallInProgress"),
                 "INSTALL_RUN_PACKAGE" => (UpgradePhase::Failed, "InstallRunPackage"),
                 "NOT_SUPPORTED_ON_BACKUP" => (UpgradePhase::Failed, "NotSupportedOnBackup"),
                 _ => (UpgradePhase::Failed, "InstallFailed"),
@@ -964,45 +982,49 @@ fn transferring(b: &mut B<'_>, obs: &Observation) {
             b.cond(cond::TRANSFER_COMPLETE, false, &reason, message.clone());
             b.fail(UpgradePhase::Failed, &reason, message);
         }
-        TransferState::Interrupted(m) => {
-            b.cond(
-                cond::TRANSFER_COMPLETE,
-                false,
-                "TransferInterrupted",
-                m.clone(),
-            );
-            if b.spec.resume_policy == ResumePolicy::Abort {
-                return b.fail(
-                    UpgradePhase::Failed,
-                    "TransferInterrupted",
-                    format!("the transfer was interrupted and resumePolicy is Abort: {m}"),
-                );
-            }
-            if attempt >= b.spec.max_retries {
-                return b.fail(
-                    UpgradePhase::Failed,
-                    "TransferRetriesExhausted",
-                    format!(
-                        "the transfer was interrupted {} times (maxRetries {}): {m}",
-                        attempt + 1,
-                        b.spec.max_retries
-                    ),
-                );
-            }
-            b.st.retry_count = Some(attempt + 1);
-            b.go(
-                UpgradePhase::TransferInterrupted,
-                "TransferInterrupted",
-                format!(
-                    "transfer interrupted, retry {} of {}: {m}",
-                    attempt + 1,
-                    b.spec.max_retries
-                ),
-                m,
-            );
-            b.actions.push(Action::Requeue(RETRY_BACKOFF));
-        }
+        TransferState::Interrupted(m) => interrupted(b, attempt, m),
     }
+}
+
+/// A transfer attempt that ended without a verdict on the image: retried
+/// (resumePolicy Retry, within maxRetries) from TransferInterrupted.
+fn interrupted(b: &mut B<'_>, attempt: i32, m: String) {
+    b.cond(
+        cond::TRANSFER_COMPLETE,
+        false,
+        "TransferInterrupted",
+        m.clone(),
+    );
+    if b.spec.resume_policy == ResumePolicy::Abort {
+        return b.fail(
+            UpgradePhase::Failed,
+            "TransferInterrupted",
+            format!("the transfer was interrupted and resumePolicy is Abort: {m}"),
+        );
+    }
+    if attempt >= b.spec.max_retries {
+        return b.fail(
+            UpgradePhase::Failed,
+            "TransferRetriesExhausted",
+            format!(
+                "the transfer was interrupted {} times (maxRetries {}): {m}",
+                attempt + 1,
+                b.spec.max_retries
+            ),
+        );
+    }
+    b.st.retry_count = Some(attempt + 1);
+    b.go(
+        UpgradePhase::TransferInterrupted,
+        "TransferInterrupted",
+        format!(
+            "transfer interrupted, retry {} of {}: {m}",
+            attempt + 1,
+            b.spec.max_retries
+        ),
+        m,
+    );
+    b.actions.push(Action::Requeue(RETRY_BACKOFF));
 }
 
 fn validating(b: &mut B<'_>, obs: &Observation) {

@@ -431,6 +431,27 @@ fn a_device_that_stays_down_after_an_interruption_ends_in_install_timeout() {
 }
 
 #[test]
+fn an_install_still_in_progress_after_a_restart_is_retried_not_failed() {
+    // The controller restarted mid-transfer: its old OS.Install session is
+    // still open on the device when the new process sends again.
+    let mut w = World::new();
+    w.transfers = VecDeque::from([TransferState::InstallError {
+        kind: "INSTALL_IN_PROGRESS".into(),
+        detail: "an install of \"17.18.03\" is in progress".into(),
+    }]);
+    let r = run(&spec(configmap()), w);
+    assert_eq!(
+        r.status.phase,
+        Some(UpgradePhase::Succeeded),
+        "{:#?}",
+        r.status
+    );
+    assert_eq!(r.status.retry_count, Some(1));
+    assert!(r.phases.contains(&UpgradePhase::TransferInterrupted));
+    assert_eq!(r.world.activations.len(), 1);
+}
+
+#[test]
 fn retries_are_bounded_by_max_retries() {
     let mut w = World::new();
     w.transfers = (0..10)
