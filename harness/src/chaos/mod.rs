@@ -44,7 +44,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 use crate::control_plane::{Component, LocalControlPlane};
 use crate::scenario::runner::{ControllerCommand, TERMINAL_PHASES, create_device};
@@ -967,25 +967,8 @@ impl Replica {
         let restarts = Arc::new(AtomicU32::new(0));
         let (pid2, stopping2, restarts2) = (pid.clone(), stopping.clone(), restarts.clone());
         let spawn = move || -> Result<Child, String> {
-            let log = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&log_path)
-                .map_err(|e| format!("{}: {e}", log_path.display()))?;
-            let err_log = log.try_clone().map_err(|e| e.to_string())?;
-            let mut cmd = Command::new(&command.program);
-            cmd.args(&command.args)
-                .arg("run")
-                .env("KUBECONFIG", &kubeconfig_path)
-                .env("CISCO_VK_DEVICE_NAMESPACE", &ns)
-                .env("CISCO_VK_ENABLE_WRITE_CLASS_GNOI", "1")
-                .env("CISCO_VK_ENABLE_IOSXE_SOFTWARE_UPGRADE", "1")
-                .env("CISCO_VK_GNOI_INSECURE", "1")
-                .env("CVK_METRICS_BIND_ADDRESS", "127.0.0.1:0")
-                .env("CVK_HEALTH_PROBE_BIND_ADDRESS", "127.0.0.1:0")
-                .env("CVK_LOG_FORMAT", "text")
-                .env("LOG_LEVEL", "info,cvk_controller=debug")
-                .env("POD_NAME", &id_owned)
+            let mut cmd = command.command(&kubeconfig_path, &ns, true, true, &log_path)?;
+            cmd.env("POD_NAME", &id_owned)
                 .env("CVK_LEADER_ELECT", if elect { "true" } else { "false" })
                 .env("CVK_LEADER_ELECTION_NAMESPACE", &ns)
                 .env(
@@ -996,11 +979,7 @@ impl Replica {
                     "CVK_LEADER_RENEW_DEADLINE_SECONDS",
                     RENEW_SECONDS.to_string(),
                 )
-                .env("CVK_LEADER_RETRY_PERIOD_SECONDS", RETRY_SECONDS.to_string())
-                .stdin(std::process::Stdio::null())
-                .stdout(log)
-                .stderr(err_log)
-                .kill_on_drop(true);
+                .env("CVK_LEADER_RETRY_PERIOD_SECONDS", RETRY_SECONDS.to_string());
             cmd.spawn()
                 .map_err(|e| format!("{}: {e}", command.program.display()))
         };

@@ -54,6 +54,49 @@ pub struct ControllerCommand {
     pub args: Vec<String>,
 }
 
+impl ControllerCommand {
+    /// `<program> <args> run` for one namespace, with the gates given, the
+    /// insecure gNOI listener allowed (simulators), ephemeral metrics and
+    /// health ports, text logs with the controller at debug, and its output
+    /// appended to `log`.
+    pub(crate) fn command(
+        &self,
+        kubeconfig: &Path,
+        ns: &str,
+        write_class: bool,
+        software_upgrade: bool,
+        log: &Path,
+    ) -> Result<Command, String> {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(|e| format!("controller log {}: {e}", log.display()))?;
+        let err = out.try_clone().map_err(|e| e.to_string())?;
+        let gate = |on: bool| if on { "1" } else { "0" };
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.args)
+            .arg("run")
+            .env("KUBECONFIG", kubeconfig)
+            .env("CISCO_VK_DEVICE_NAMESPACE", ns)
+            .env("CISCO_VK_ENABLE_WRITE_CLASS_GNOI", gate(write_class))
+            .env(
+                "CISCO_VK_ENABLE_IOSXE_SOFTWARE_UPGRADE",
+                gate(software_upgrade),
+            )
+            .env("CISCO_VK_GNOI_INSECURE", "1")
+            .env("CVK_METRICS_BIND_ADDRESS", "127.0.0.1:0")
+            .env("CVK_HEALTH_PROBE_BIND_ADDRESS", "127.0.0.1:0")
+            .env("CVK_LOG_FORMAT", "text")
+            .env("LOG_LEVEL", "info,cvk_controller=debug")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .kill_on_drop(true);
+        Ok(cmd)
+    }
+}
+
 /// Settings shared by every scenario of a run.
 #[derive(Clone)]
 pub struct RunContext {
@@ -284,38 +327,18 @@ async fn start_controller(
 ) -> Result<Child, String> {
     let kubeconfig = log_dir.join("kubeconfig");
     crate::control_plane::write_private(&kubeconfig, &ctx.kubeconfig).map_err(|e| e.to_string())?;
-    let log = std::fs::File::create(log_dir.join("controller.log"))
-        .map_err(|e| format!("controller log: {e}"))?;
-    let err_log = log.try_clone().map_err(|e| e.to_string())?;
+    let log = log_dir.join("controller.log");
+    let _ = std::fs::remove_file(&log);
     let c = &s.scenario.controller;
-    let mut cmd = Command::new(&ctx.controller.program);
-    cmd.args(&ctx.controller.args)
-        .arg("run")
-        .env("KUBECONFIG", &kubeconfig)
-        .env("CISCO_VK_DEVICE_NAMESPACE", ns)
-        .env(
-            "CISCO_VK_ENABLE_WRITE_CLASS_GNOI",
-            if c.write_class { "1" } else { "0" },
-        )
-        .env(
-            "CISCO_VK_ENABLE_IOSXE_SOFTWARE_UPGRADE",
-            if c.software_upgrade { "1" } else { "0" },
-        )
-        .env("CISCO_VK_GNOI_INSECURE", "1")
-        .env("CVK_METRICS_BIND_ADDRESS", "127.0.0.1:0")
-        .env("CVK_HEALTH_PROBE_BIND_ADDRESS", "127.0.0.1:0")
-        .env("CVK_LOG_FORMAT", "text")
-        .env("LOG_LEVEL", "info,cvk_controller=debug");
+    let mut cmd =
+        ctx.controller
+            .command(&kubeconfig, ns, c.write_class, c.software_upgrade, &log)?;
     if let Some(ca) = https_ca {
         // The image client trusts the native roots, which rustls-native-certs
         // reads from SSL_CERT_FILE when it is set: the HTTPS server's CA.
         cmd.env("SSL_CERT_FILE", ca);
     }
-    cmd.envs(&c.env)
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(err_log)
-        .kill_on_drop(true);
+    cmd.envs(&c.env);
     cmd.spawn().map_err(|e| {
         format!(
             "starting the controller {}: {e}",
