@@ -573,16 +573,6 @@ impl PendingAnswers {
     fn remove(&self, invocation: &str) {
         self.0.lock().expect("answers lock").remove(invocation);
     }
-
-    /// How many answers wait for their status write.
-    pub fn len(&self) -> usize {
-        self.0.lock().expect("answers lock").len()
-    }
-
-    /// No answer waits for its status write.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// Whether an error leaves it open whether the device acted: the transport
@@ -994,8 +984,6 @@ fn post_params() -> PostParams {
     }
 }
 
-/// Replaces the status of `obj` as read (its resourceVersion is the
-/// precondition). `None` when someone else wrote the object in between.
 /// How long a marker write whose answer was lost is looked for.
 const MARKER_CONFIRM: Duration = Duration::from_secs(60);
 
@@ -1032,6 +1020,8 @@ async fn confirm_marker(
     }
 }
 
+/// Replaces the status of `obj` as read (its resourceVersion is the
+/// precondition). `None` when someone else wrote the object in between.
 async fn cas_status(
     api: &Api<IOSXEOperationalAction>,
     obj: &IOSXEOperationalAction,
