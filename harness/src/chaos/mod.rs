@@ -260,7 +260,6 @@ pub async fn run_campaign(cp: &LocalControlPlane, opts: &ChaosOptions) -> Campai
 struct Trial {
     client: Client,
     ns: String,
-    dir: PathBuf,
     fleet: Option<FleetHandle>,
     replicas: Vec<Replica>,
     objects: Vec<(Work, String, String)>,
@@ -312,6 +311,7 @@ async fn run_trial(
     if report.violations.is_empty() {
         let _ = std::fs::remove_dir_all(&dir);
     } else {
+        let _ = std::fs::write(dir.join("trial.txt"), report::trial_detail(&report));
         report.logs = Some(dir);
     }
     report
@@ -342,7 +342,6 @@ async fn setup(
     let mut trial = Trial {
         client: client.clone(),
         ns: ns.clone(),
-        dir: dir.to_owned(),
         fleet: Some(fleet),
         replicas: Vec::new(),
         objects: Vec::new(),
@@ -677,9 +676,9 @@ async fn drive(
                     tokio::time::sleep(Duration::from_millis(300)).await;
                     match dev.reboot(Duration::ZERO, "chaos: reboot during transfer") {
                         Ok(()) => format!(
-                            "{} rebooted during OS.Install at {:?}",
+                            "{} rebooted during OS.Install at {}",
                             dev.name(),
-                            applied.elapsed()
+                            secs(applied.elapsed())
                         ),
                         Err(e) => {
                             report
@@ -932,7 +931,6 @@ async fn teardown(mut t: Trial, report: &mut TrialReport) {
     }
     let ns: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(t.client.clone());
     let _ = ns.delete(&t.ns, &Default::default()).await;
-    let _ = std::fs::write(t.dir.join("trial.txt"), report::trial_detail(report));
 }
 
 /// One controller process, restarted after it exits (as a kubelet would
@@ -1061,6 +1059,15 @@ impl Replica {
             self.signal("KILL");
             let _ = (&mut self.task).await;
         }
+    }
+}
+
+impl Drop for Replica {
+    /// A trial that failed half-way drops its replicas: no restart, and the
+    /// process dies with its task (`kill_on_drop`).
+    fn drop(&mut self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.task.abort();
     }
 }
 
