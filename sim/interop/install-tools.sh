@@ -5,6 +5,9 @@
 #
 #   pygnmicli      (PyPI pygnmi)         gNMI Capabilities / Get / Subscribe
 #   cisco-gnmi     (PyPI cisco-gnmi)     Cisco's gNMI client, IOS XE wrapper
+#   netmiko        (PyPI netmiko)        SSH CLI library, cisco_xe driver,
+#                  run by netmiko_show.py (this folder)
+#   ssh            (Debian openssh-client) exec and interactive (PTY) CLI
 #   gnoi_call.py   (this folder) on PyPI grpc-requests + grpcio-reflection:
 #                  a reflection-driven gRPC client for gNOI, as grpcurl would
 #                  be (Debian 12 packages neither grpcurl nor gnmic)
@@ -65,6 +68,23 @@ venv() {
 
 venv gnmi requirements-gnmi.txt 'import pygnmi, grpc_requests, grpc_reflection, grpc'
 venv cisco-gnmi requirements-cisco-gnmi.txt 'import cisco_gnmi.cli'
+venv netmiko requirements-netmiko.txt 'import netmiko'
+install -m 0755 "$here/netmiko_show.py" "$dir/netmiko/bin/netmiko_show.py"
+cat >"$dir/netmiko/bin/netmiko-show" <<EOF
+#!/bin/sh
+exec "$dir/netmiko/bin/python" "$dir/netmiko/bin/netmiko_show.py" "\$@"
+EOF
+chmod 0755 "$dir/netmiko/bin/netmiko-show"
+
+# OpenSSH's client for the CLI interop test (exec and PTY).
+if ! command -v ssh >/dev/null 2>&1; then
+  say "installing Debian's openssh-client"
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    openssh-client
+fi
 
 install -m 0755 "$here/gnoi_call.py" "$dir/gnmi/bin/gnoi_call.py"
 # Run through the venv's python whatever the shebang of the copy says.
@@ -77,3 +97,5 @@ chmod 0755 "$dir/gnmi/bin/gnoi-call"
 say "pygnmicli:  $dir/gnmi/bin/pygnmicli"
 say "gnoi-call:  $dir/gnmi/bin/gnoi-call"
 say "cisco-gnmi: $dir/cisco-gnmi/bin/cisco-gnmi"
+say "netmiko:    $dir/netmiko/bin/netmiko-show"
+say "ssh:        $(command -v ssh)"

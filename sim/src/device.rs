@@ -249,6 +249,9 @@ pub struct DeviceSnapshot {
     pub name: String,
     /// gRPC address once listening.
     pub address: Option<String>,
+    /// SSH CLI address, if the device serves one.
+    #[serde(default)]
+    pub ssh_address: Option<String>,
     /// Profile name.
     pub profile: String,
     /// Hardware model.
@@ -429,6 +432,7 @@ pub struct Device {
     spool_seq: AtomicU64,
     credentials: Option<Credentials>,
     addr: OnceLock<std::net::SocketAddr>,
+    cli_addr: OnceLock<std::net::SocketAddr>,
     shutdown: CancellationToken,
     journal: Arc<Journal>,
 }
@@ -513,6 +517,7 @@ impl Device {
             spool_seq: AtomicU64::new(0),
             credentials: cfg.credentials,
             addr: OnceLock::new(),
+            cli_addr: OnceLock::new(),
             shutdown: CancellationToken::new(),
             journal,
         })
@@ -546,6 +551,16 @@ impl Device {
     }
     pub(crate) fn set_addr(&self, a: std::net::SocketAddr) {
         let _ = self.addr.set(a);
+    }
+
+    /// SSH CLI address, once bound (none when the fleet serves no CLI or
+    /// the profile has none).
+    pub fn cli_addr(&self) -> Option<std::net::SocketAddr> {
+        self.cli_addr.get().copied()
+    }
+
+    pub(crate) fn set_cli_addr(&self, a: std::net::SocketAddr) {
+        let _ = self.cli_addr.set(a);
     }
     /// Cancelled when the fleet stops.
     pub fn shutdown_token(&self) -> &CancellationToken {
@@ -631,6 +646,7 @@ impl Device {
         DeviceSnapshot {
             name: self.name.clone(),
             address: self.addr().map(|a| a.to_string()),
+            ssh_address: self.cli_addr().map(|a| a.to_string()),
             profile: self.profile.name.clone(),
             model: self.profile.model.clone(),
             serial: self.serial.clone(),

@@ -60,6 +60,11 @@ pub struct FleetConfig {
     pub address_per_device: bool,
     /// Control API port: none for no API, 0 for an ephemeral port.
     pub control_port: Option<u16>,
+    /// SSH CLI: none for no CLI; device i listens on `cli_base_port + i`
+    /// (0: an ephemeral port each; with `address_per_device`, all on it).
+    pub cli_base_port: Option<u16>,
+    /// How the SSH CLI treats its user (`>` or `#`, enable secret).
+    pub cli: crate::cli_ssh::CliOptions,
     /// TLS (insecure when none).
     pub tls: Option<TlsOptions>,
     /// Credentials every device expects; `{n}` in either field becomes the
@@ -86,6 +91,8 @@ impl FleetConfig {
             base_port: 0,
             address_per_device: false,
             control_port: None,
+            cli_base_port: None,
+            cli: crate::cli_ssh::CliOptions::default(),
             tls: None,
             credentials: None,
             reboot_ms: None,
@@ -99,6 +106,12 @@ impl FleetConfig {
         self.reboot_ms = Some(ms);
         self
     }
+    /// Serve each device's SSH CLI from `port` (0: ephemeral ports).
+    pub fn cli_port(mut self, port: u16) -> Self {
+        self.cli_base_port = Some(port);
+        self
+    }
+
     /// Serve the control API on `port` (0: ephemeral).
     pub fn control_port(mut self, port: u16) -> Self {
         self.control_port = Some(port);
@@ -197,6 +210,12 @@ pub struct ReadyDevice {
     pub username: Option<String>,
     /// Expected password, if credentials are checked.
     pub password: Option<String>,
+    /// SSH CLI port, if the device serves one.
+    #[serde(default)]
+    pub ssh_port: Option<u16>,
+    /// The SSH CLI's known_hosts line (`[127.0.0.1]:port ssh-ed25519 AAAA...`).
+    #[serde(default)]
+    pub ssh_known_hosts: Option<String>,
 }
 
 /// What `serve --ready-file` writes once every device listens.
@@ -220,6 +239,8 @@ pub(crate) struct FleetInner {
     certs: Option<PkiFiles>,
     ca_pem: Option<String>,
     pub(crate) control: Option<SocketAddr>,
+    /// SSH CLI servers by device index (none where not served).
+    pub(crate) cli: Vec<Option<crate::cli_ssh::CliServer>>,
 }
 
 impl FleetInner {
@@ -264,8 +285,10 @@ impl FleetInner {
             devices: self
                 .devices
                 .iter()
-                .map(|d| {
+                .enumerate()
+                .map(|(i, d)| {
                     let a = d.addr().expect("bound before ready");
+                    let cli = self.cli.get(i).and_then(Option::as_ref);
                     ReadyDevice {
                         name: d.name().into(),
                         address: a.ip().to_string(),
@@ -276,6 +299,8 @@ impl FleetInner {
                         ca_cert: self.certs.as_ref().map(|c| c.ca_cert.clone()),
                         username: d.credentials().map(|c| c.username.clone()),
                         password: d.credentials().map(|c| c.password.clone()),
+                        ssh_port: cli.map(|c| c.addr().port()),
+                        ssh_known_hosts: cli.map(|c| c.known_hosts_line()),
                     }
                 })
                 .collect(),
@@ -313,6 +338,7 @@ impl Fleet {
         let reflection = crate::services::Reflection::default();
         let mut devices = Vec::with_capacity(cfg.devices);
         let mut tasks = Vec::with_capacity(cfg.devices + 1);
+        let mut clis = Vec::with_capacity(cfg.devices);
         for i in 0..cfg.devices {
             let name = format!("{}-{i}", cfg.name_prefix);
             let creds = cfg.credentials.as_ref().map(|c| Credentials {
@@ -345,6 +371,25 @@ impl Fleet {
                 }
                 None => None,
             };
+            let cli = match cfg.cli_base_port {
+                Some(base) if profile.ssh_cli => {
+                    let mut a = device_addr(&cfg, i)?;
+                    let port = if base == 0 || cfg.address_per_device {
+                        base
+                    } else {
+                        u16::try_from(base as usize + i)
+                            .map_err(|_| FleetError::Invalid("SSH port overflow".into()))?
+                    };
+                    a.set_port(port);
+                    let srv = crate::cli_ssh::CliServer::start(dev.clone(), a, cfg.cli.clone())
+                        .await
+                        .map_err(|source| FleetError::Bind { addr: a, source })?;
+                    dev.set_cli_addr(srv.addr());
+                    Some(srv)
+                }
+                _ => None,
+            };
+            clis.push(cli);
             let svc = crate::server::device_service(&dev, &reflection);
             tasks.push(tokio::spawn(crate::server::run(
                 dev.clone(),
@@ -367,6 +412,7 @@ impl Fleet {
             certs,
             ca_pem: pki.as_ref().map(|p| p.ca_pem.clone()),
             control: None,
+            cli: clis,
         };
         for f in &cfg.faults {
             inner.inject(f.clone())?;

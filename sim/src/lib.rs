@@ -12,6 +12,8 @@
 //! Start devices in-process with [`Fleet::start`]; see [`fleet`] for an
 //! example, `sim/README.md` for the control API, gNMI paths and fault file.
 
+pub mod cli;
+pub mod cli_ssh;
 pub mod control;
 pub mod device;
 pub mod error;

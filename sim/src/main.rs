@@ -50,6 +50,19 @@ struct Serve {
     /// Port of the first device (device i: base + i). Default 50052, or 9339 with --tls.
     #[arg(long, env = "IOSXE_SIM_BASE_PORT")]
     base_port: Option<u16>,
+    /// SSH CLI port of the first device (device i: base + i; 0: any free
+    /// ports, reported in the ready file and the control API).
+    #[arg(long, env = "IOSXE_SIM_SSH_BASE_PORT", default_value_t = 0)]
+    ssh_base_port: u16,
+    /// Serve no SSH CLI.
+    #[arg(long, env = "IOSXE_SIM_NO_SSH")]
+    no_ssh: bool,
+    /// SSH CLI users start in user exec (`>`) and need `enable`.
+    #[arg(long, env = "IOSXE_SIM_CLI_USER_EXEC")]
+    cli_user_exec: bool,
+    /// Secret `enable` asks for.
+    #[arg(long, env = "IOSXE_SIM_ENABLE_SECRET")]
+    enable_secret: Option<String>,
     /// Listen address.
     #[arg(long, env = "IOSXE_SIM_ADDRESS", default_value = "127.0.0.1")]
     address: IpAddr,
@@ -231,6 +244,11 @@ async fn serve(s: Serve) -> anyhow::Result<()> {
         iosxe_sim::fleet::INSECURE_PORT
     });
     cfg.control_port = Some(s.control_port);
+    cfg.cli_base_port = (!s.no_ssh).then_some(s.ssh_base_port);
+    cfg.cli = iosxe_sim::cli_ssh::CliOptions {
+        user_exec: s.cli_user_exec,
+        enable_secret: s.enable_secret,
+    };
     cfg.reboot_ms = s.reboot_ms;
     cfg.data_dir = s.data_dir;
     if tls {

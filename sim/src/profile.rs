@@ -109,6 +109,10 @@ pub struct Profile {
     pub factory_version: Option<String>,
     /// gRPC services served; others answer UNIMPLEMENTED.
     pub services: Vec<ServiceKind>,
+    /// The device answers SSH on its CLI port (false: no CLI listener, as
+    /// on a switch with `transport input none` on its vtys).
+    #[serde(default = "default_true")]
+    pub ssh_cli: bool,
     /// OS.Activate reloads without answering: the connection closes.
     #[serde(default)]
     pub activate_closes_connection: bool,
@@ -155,6 +159,9 @@ pub struct Profile {
     pub gnmi_models: Vec<ModelSpec>,
 }
 
+fn default_true() -> bool {
+    true
+}
 fn default_methods() -> Vec<String> {
     vec!["COLD".into()]
 }
