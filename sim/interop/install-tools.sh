@@ -70,11 +70,11 @@ venv gnmi requirements-gnmi.txt 'import pygnmi, grpc_requests, grpc_reflection, 
 venv cisco-gnmi requirements-cisco-gnmi.txt 'import cisco_gnmi.cli'
 venv netmiko requirements-netmiko.txt 'import netmiko'
 install -m 0755 "$here/netmiko_show.py" "$dir/netmiko/bin/netmiko_show.py"
-cat >"$dir/netmiko/bin/netmiko-show" <<EOF
+cat >"$dir/netmiko/bin/cvk-netmiko-show" <<EOF
 #!/bin/sh
 exec "$dir/netmiko/bin/python" "$dir/netmiko/bin/netmiko_show.py" "\$@"
 EOF
-chmod 0755 "$dir/netmiko/bin/netmiko-show"
+chmod 0755 "$dir/netmiko/bin/cvk-netmiko-show"
 
 # OpenSSH's client for the CLI interop test (exec and PTY).
 if ! command -v ssh >/dev/null 2>&1; then
@@ -97,5 +97,5 @@ chmod 0755 "$dir/gnmi/bin/gnoi-call"
 say "pygnmicli:  $dir/gnmi/bin/pygnmicli"
 say "gnoi-call:  $dir/gnmi/bin/gnoi-call"
 say "cisco-gnmi: $dir/cisco-gnmi/bin/cisco-gnmi"
-say "netmiko:    $dir/netmiko/bin/netmiko-show"
+say "netmiko:    $dir/netmiko/bin/cvk-netmiko-show"
 say "ssh:        $(command -v ssh)"

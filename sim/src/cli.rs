@@ -223,7 +223,12 @@ impl CliError {
 }
 
 /// The keyword `word` abbreviates (unique prefix, case-insensitive).
-fn pick<'a>(options: &[&'a str], word: &str, index: usize, line: &str) -> Result<&'a str, CliError> {
+fn pick<'a>(
+    options: &[&'a str],
+    word: &str,
+    index: usize,
+    line: &str,
+) -> Result<&'a str, CliError> {
     let w = word.to_ascii_lowercase();
     if let Some(exact) = options.iter().find(|o| **o == w) {
         return Ok(exact);
@@ -442,10 +447,7 @@ fn render_install_summary(s: &DeviceSnapshot) -> String {
             }
         }
     };
-    out.push_str(&format!(
-        "IMG   {running_state}    {}\n",
-        s.running_version
-    ));
+    out.push_str(&format!("IMG   {running_state}    {}\n", s.running_version));
     for st in &s.staged {
         if st.version != s.running_version {
             out.push_str(&format!("IMG   I    {}\n", st.version));
@@ -624,7 +626,10 @@ mod tests {
     fn word_offsets_and_prefixes() {
         assert_eq!(word_offset("show  versoin", 1), 6);
         assert_eq!(word_offset("show", 1), 4);
-        assert_eq!(pick(&["version", "vlan"], "ver", 1, "sh ver"), Ok("version"));
+        assert_eq!(
+            pick(&["version", "vlan"], "ver", 1, "sh ver"),
+            Ok("version")
+        );
         assert_eq!(
             pick(&["version", "vlan"], "v", 1, "sh v"),
             Err(CliError::Ambiguous)

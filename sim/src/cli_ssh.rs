@@ -137,9 +137,20 @@ impl CliServer {
                                 let Ok(session) = russh::server::run_stream(config, tcp, conn).await else {
                                     return;
                                 };
+                                let handle = session.handle();
                                 tokio::select! {
                                     _ = session => {}
-                                    _ = cycle.cancelled() => {}
+                                    _ = cycle.cancelled() => {
+                                        // The session task runs on its own: end it
+                                        // (and its channels) with the power cycle.
+                                        let _ = handle
+                                            .disconnect(
+                                                russh::Disconnect::ByApplication,
+                                                "device reloading".into(),
+                                                String::new(),
+                                            )
+                                            .await;
+                                    }
                                 }
                             });
                         }
@@ -254,7 +265,11 @@ impl russh::server::Handler for Conn {
         Ok(())
     }
 
-    async fn shell_request(&mut self, id: ChannelId, session: &mut Session) -> Result<(), Self::Error> {
+    async fn shell_request(
+        &mut self,
+        id: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
         let Some(channel) = self.channels.remove(&id) else {
             session.channel_failure(id)?;
             return Ok(());
@@ -401,12 +416,11 @@ async fn shell(
                 }
                 stream.flush().await?;
             }
-            0x08 | 0x7f => {
-                if line.pop().is_some() && echo && !cli.awaiting_password() {
-                    stream.write_all(b"\x08 \x08").await?;
-                    stream.flush().await?;
-                }
+            0x08 | 0x7f if line.pop().is_some() && echo && !cli.awaiting_password() => {
+                stream.write_all(b"\x08 \x08").await?;
+                stream.flush().await?;
             }
+            0x08 | 0x7f => {}
             0x15 => {
                 if echo && !cli.awaiting_password() {
                     for _ in 0..line.len() {

@@ -39,7 +39,9 @@ async fn login(
     password: &str,
 ) -> Option<russh::client::Handle<AnyKey>> {
     let config = Arc::new(russh::client::Config::default());
-    let mut h = russh::client::connect(config, srv.addr(), AnyKey).await.ok()?;
+    let mut h = russh::client::connect(config, srv.addr(), AnyKey)
+        .await
+        .ok()?;
     let ok = h.authenticate_password(user, password).await.ok()?;
     ok.success().then_some(h)
 }
@@ -128,16 +130,25 @@ async fn exec_channel_answers_from_the_device_model() {
         "{out}"
     );
     assert!(out.contains("System image file is \"flash:packages.conf\"\r\n"));
-    assert!(out.contains(&format!("System Serial Number               : {}", snap.serial)));
+    assert!(out.contains(&format!(
+        "System Serial Number               : {}",
+        snap.serial
+    )));
     assert!(
-        out.contains(&format!("Model Number                       : {}\r\n", snap.model)),
+        out.contains(&format!(
+            "Model Number                       : {}\r\n",
+            snap.model
+        )),
         "{out}"
     );
     assert!(out.contains(&format!("{} uptime is ", snap.hostname)));
 
     // Abbreviations, and running-config follows a control-API change.
     let (out, _) = exec(&h, "sh run").await;
-    assert!(out.contains(&format!("\r\nhostname {}\r\n", snap.hostname)), "{out}");
+    assert!(
+        out.contains(&format!("\r\nhostname {}\r\n", snap.hostname)),
+        "{out}"
+    );
     d.apply(StatePatch {
         hostname: Some("core-sw-7".into()),
         ..Default::default()
@@ -153,7 +164,10 @@ async fn exec_channel_answers_from_the_device_model() {
         "{out}"
     );
     let (out, _) = exec(&h, "show boot").await;
-    assert!(out.contains("BOOT variable = flash:packages.conf;"), "{out}");
+    assert!(
+        out.contains("BOOT variable = flash:packages.conf;"),
+        "{out}"
+    );
     let (out, _) = exec(&h, "dir flash:").await;
     assert!(out.starts_with("Directory of flash:/\r\n"), "{out}");
     assert!(out.contains("packages.conf"), "{out}");
@@ -161,7 +175,10 @@ async fn exec_channel_answers_from_the_device_model() {
     let (out, _) = exec(&h, "show clock").await;
     assert!(out.starts_with('*') && out.contains(" UTC "), "{out}");
     let (out, _) = exec(&h, "show processes cpu").await;
-    assert!(out.starts_with("CPU utilization for five seconds:"), "{out}");
+    assert!(
+        out.starts_with("CPU utilization for five seconds:"),
+        "{out}"
+    );
 
     // Error forms, exit status 1.
     let (out, code) = exec(&h, "show bogus").await;
@@ -199,7 +216,10 @@ async fn interactive_shell_with_paging_enable_and_errors() {
     // User exec: running-config is not there; paging is on by default.
     sh.send("show running-config\r").await;
     let out = sh.read_until(&format!("{host}>")).await;
-    assert!(out.contains("% Invalid input detected at '^' marker."), "{out}");
+    assert!(
+        out.contains("% Invalid input detected at '^' marker."),
+        "{out}"
+    );
 
     sh.send("show version\r").await;
     let out = sh.read_until(" --More-- ").await;
@@ -257,9 +277,7 @@ async fn reboot_takes_the_ssh_listener_down_and_back() {
     let h = login(&srv, "admin", "s3cret").await.unwrap();
     let mut sh = Shell::open(&h).await;
     sh.read_until("#").await;
-    d.device()
-        .request_reboot(1, 0, "test")
-        .expect("reboot");
+    d.device().request_reboot(1, 0, "test").expect("reboot");
     assert!(
         common::eventually(Duration::from_secs(5), || common::refused(srv.addr())).await,
         "SSH listener still open during the reboot"

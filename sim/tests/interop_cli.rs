@@ -102,7 +102,11 @@ fn ssh_cmd(ssh: &Path, dir: &Path, fleet: &FleetHandle) -> tokio::process::Comma
     let ready = fleet.ready_info();
     let dev = &ready.devices[0];
     let known = dir.join("known_hosts");
-    std::fs::write(&known, format!("{}\n", dev.ssh_known_hosts.as_ref().unwrap())).unwrap();
+    std::fs::write(
+        &known,
+        format!("{}\n", dev.ssh_known_hosts.as_ref().unwrap()),
+    )
+    .unwrap();
     let askpass = dir.join("askpass.sh");
     std::fs::write(&askpass, format!("#!/bin/sh\necho '{PASS}'\n")).unwrap();
     use std::os::unix::fs::PermissionsExt;
@@ -160,7 +164,10 @@ async fn openssh_exec_channel_with_a_pinned_host_key() {
     cmd.arg("show bogus");
     let out = run(cmd, None).await;
     assert_eq!(out.code, Some(1), "{}\n{}", out.stdout, out.stderr);
-    assert!(out.stdout.contains("% Invalid input detected at '^' marker."));
+    assert!(
+        out.stdout
+            .contains("% Invalid input detected at '^' marker.")
+    );
 
     // A different pinned key is refused by ssh itself.
     let other = iosxe_sim::image_servers::ssh::generate_ed25519().1;
@@ -200,15 +207,21 @@ async fn openssh_interactive_shell_on_a_pty() {
     assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
     let o = &out.stdout;
     assert!(o.contains(&format!("{host}#terminal length 0\r\n")), "{o}");
-    assert!(o.contains(&format!("{host}#show install summary\r\n")), "{o}");
-    assert!(o.contains("[ Switch 1 ] Installed Package(s) Information:"), "{o}");
+    assert!(
+        o.contains(&format!("{host}#show install summary\r\n")),
+        "{o}"
+    );
+    assert!(
+        o.contains("[ Switch 1 ] Installed Package(s) Information:"),
+        "{o}"
+    );
     assert!(o.contains("% Invalid input detected at '^' marker."), "{o}");
     assert!(o.contains(&format!("{host}#exit")), "{o}");
 }
 
 #[tokio::test]
 async fn netmiko_cisco_xe_driver_enables_and_runs_show_commands() {
-    let tool = interop_dir().join("netmiko/bin/netmiko-show");
+    let tool = interop_dir().join("netmiko/bin/cvk-netmiko-show");
     if !tool.is_file() {
         return skip(format!(
             "{} is missing: run `bash sim/interop/install-tools.sh` (or set CVK_INTEROP_DIR)",
@@ -248,9 +261,15 @@ async fn netmiko_cisco_xe_driver_enables_and_runs_show_commands() {
         version.starts_with(&format!("Cisco IOS XE Software, Version {short}")),
         "{version}"
     );
-    assert!(version.contains("Configuration register is 0x102"), "{version}");
+    assert!(
+        version.contains("Configuration register is 0x102"),
+        "{version}"
+    );
     let run_cfg = o["show running-config"].as_str().unwrap();
-    assert!(run_cfg.contains(&format!("hostname {}", snap.hostname)), "{run_cfg}");
+    assert!(
+        run_cfg.contains(&format!("hostname {}", snap.hostname)),
+        "{run_cfg}"
+    );
     assert!(run_cfg.trim_end().ends_with("end"), "{run_cfg}");
     assert!(o["dir flash:"].as_str().unwrap().contains("bytes free)"));
     assert!(
