@@ -80,6 +80,21 @@ pub struct RunArgs {
     #[arg(long, env = "CONFIG_LEASE_NAMESPACE")]
     pub lease_namespace: Option<String>,
 
+    /// Namespaces whose DeviceOperations may run ConfigDiff (comma
+    /// separated; `*` for all). Unset: every namespace; set but not naming
+    /// an operation's namespace: Failed, reason NamespaceNotAuthorized.
+    #[arg(
+        long,
+        env = "CVK_OPS_CONFIGDIFF_ALLOWED_NAMESPACES",
+        value_delimiter = ','
+    )]
+    pub configdiff_allowed_namespaces: Option<Vec<String>>,
+
+    /// Seconds a device CLI command may take before its session is
+    /// abandoned (CommandTimeout).
+    #[arg(long, env = "CVK_CLI_COMMAND_TIMEOUT_SECONDS", default_value_t = 30)]
+    pub cli_command_timeout_seconds: u64,
+
     /// Identity written into Leases and Events. Defaults to the pod name, then
     /// to the host name plus the process id.
     #[arg(long, env = "POD_NAME")]

@@ -155,6 +155,7 @@ impl CliSession {
         let mut subs = vec!["version", "clock", "processes", "boot", "install"];
         if self.privileged {
             subs.push("running-config");
+            subs.push("monitor");
         }
         let sub = pick(&subs, need(words, 1)?, 1, line)?;
         let snap = device.snapshot();
@@ -185,6 +186,17 @@ impl CliSession {
                 pick(&["cpu"], need(words, 2)?, 2, line)?;
                 extra(words, 3, line)?;
                 render_processes_cpu(&snap, now)
+            }
+            "monitor" => {
+                pick(&["capture"], need(words, 2)?, 2, line)?;
+                let name = need(words, 3)?;
+                pick(&["buffer"], need(words, 4)?, 4, line)?;
+                pick(&["dump"], need(words, 5)?, 5, line)?;
+                extra(words, 6, line)?;
+                match snap.captures.get(name) {
+                    Some(size) => render_capture_dump(name, *size),
+                    None => format!("% Capture point {name} does not exist\n"),
+                }
             }
             _ => unreachable!("pick returns one of the listed words"),
         };
@@ -561,6 +573,47 @@ fn render_processes_cpu(s: &DeviceSnapshot, now_ns: u64) -> String {
             runtime_ms * 1000 / invoked,
             p.name
         ));
+    }
+    out
+}
+
+/// `show monitor capture <name> buffer dump`: 64-byte frames in IOS-XE's
+/// hex-and-ASCII dump form, deterministic from the name, until the output
+/// reaches about `size` bytes.
+fn render_capture_dump(name: &str, size: u64) -> String {
+    let mut out =
+        String::from("Starting the packet display ........ Press Ctrl + Shift + 6 to exit\n\n");
+    let seed = name
+        .bytes()
+        .fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+    let mut n = 0u32;
+    while (out.len() as u64) < size {
+        out.push_str(&format!("  {n}\n"));
+        for row in 0..4u32 {
+            let bytes: Vec<u8> = (0..16u32)
+                .map(|i| {
+                    let x = seed
+                        .wrapping_add(n.wrapping_mul(2654435761))
+                        .wrapping_add(row * 16 + i)
+                        .wrapping_mul(2246822519);
+                    (x >> 24) as u8
+                })
+                .collect();
+            let hex: Vec<String> = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            let ascii: String = bytes
+                .iter()
+                .map(|b| {
+                    if b.is_ascii_graphic() {
+                        *b as char
+                    } else {
+                        '.'
+                    }
+                })
+                .collect();
+            out.push_str(&format!("{:04x}   {}   {ascii}\n", row * 16, hex.join(" ")));
+        }
+        out.push('\n');
+        n += 1;
     }
     out
 }

@@ -185,6 +185,8 @@ struct State {
     reboot_ms: u64,
     /// OS.Install write rate limit (bytes/s; 0: as fast as the host goes).
     install_bytes_per_s: u64,
+    /// Embedded packet captures: name -> bytes of `buffer dump` output.
+    captures: BTreeMap<String, u64>,
 }
 
 /// Install state as gNMI and the control API show it.
@@ -293,6 +295,10 @@ pub struct DeviceSnapshot {
     pub reboot_ms: u64,
     /// OS.Install flash write rate limit, bytes/s (0: none).
     pub install_bytes_per_s: u64,
+    /// Embedded packet captures (`monitor capture`): name -> approximate
+    /// size of `show monitor capture <name> buffer dump`, bytes.
+    #[serde(default)]
+    pub captures: BTreeMap<String, u64>,
     /// Reboot state.
     pub reboot: RebootInfo,
     /// Filesystems.
@@ -326,6 +332,10 @@ pub struct StatePatch {
     /// faster, which hides transfer-time behaviour.
     #[serde(default)]
     pub install_bytes_per_s: Option<u64>,
+    /// Embedded packet captures, name -> size of their buffer dump in
+    /// bytes; merged into the state, a size of 0 removes the capture.
+    #[serde(default)]
+    pub captures: Option<BTreeMap<String, u64>>,
     /// Hostname.
     #[serde(default)]
     pub hostname: Option<String>,
@@ -491,6 +501,7 @@ impl Device {
             reboot: RebootState::default(),
             reboot_ms: cfg.reboot_ms.unwrap_or(p.reboot_ms),
             install_bytes_per_s: 0,
+            captures: BTreeMap::new(),
         };
         seed_files(&p, &mut st, now);
         start_processes(&mut st, &p, now);
@@ -667,6 +678,7 @@ impl Device {
             clock_skew_ms: skew / 1_000_000,
             reboot_ms: st.reboot_ms,
             install_bytes_per_s: st.install_bytes_per_s,
+            captures: st.captures.clone(),
             reboot: RebootInfo {
                 active: pending.is_some() || st.reboot.in_outage,
                 in_outage: st.reboot.in_outage,
@@ -721,6 +733,15 @@ impl Device {
         }
         if let Some(rate) = p.install_bytes_per_s {
             st.install_bytes_per_s = rate;
+        }
+        if let Some(caps) = p.captures {
+            for (name, size) in caps {
+                if size == 0 {
+                    st.captures.remove(&name);
+                } else {
+                    st.captures.insert(name, size);
+                }
+            }
         }
         if let Some(h) = p.hostname {
             st.hostname = h;

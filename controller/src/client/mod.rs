@@ -45,11 +45,13 @@
 
 pub mod capability;
 pub mod cert;
+pub mod cli;
 mod conn;
 mod error;
 pub mod factory_reset;
 pub mod file;
 pub mod gnmi;
+pub mod known_hosts;
 pub mod metrics;
 pub mod os;
 pub mod paths;

@@ -119,6 +119,41 @@ pub struct CiscoDeviceSpec {
     /// listener) unless CISCO_VK_GNOI_PORT pins it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gnoi: Option<GnoiConfig>,
+
+    /// The device CLI over SSH, used by the DeviceOperation kinds
+    /// ShowCommand, ConfigDiff and PacketCapture. It logs in with the same
+    /// credentials (spec.username and spec.credentialSecretRef; that
+    /// Secret's optional key enableSecret is sent to `enable` when the
+    /// login lands in user exec). The CLI kinds wait (Pending) until this
+    /// names the host-key trust.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<SshConfig>,
+}
+
+/// Device CLI over SSH (not upstream: upstream's CLI kinds take the trust
+/// from the image-source Secret conventions; here it is per device).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(
+    "has(self.knownHostsSecretRef) != (has(self.insecureAcceptAnyHostKey) && self.insecureAcceptAnyHostKey)"
+).message("spec.ssh needs exactly one of knownHostsSecretRef (a Secret with key knownHosts) or insecureAcceptAnyHostKey: true"))]
+pub struct SshConfig {
+    /// SSH port of the device CLI. Default 22.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<i32>,
+
+    /// Same-namespace Secret whose key knownHosts (or known_hosts) holds
+    /// OpenSSH known_hosts lines; the device's host key must match a line
+    /// naming its address (`[address]:port` when the port is not 22).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_hosts_secret_ref: Option<LocalObjectRef>,
+
+    /// Accept any host key: anyone on the path can read the device's
+    /// output and the login password. Lab use only; every session logs a
+    /// warning.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_accept_any_host_key: bool,
 }
 
 /// Device driver.

@@ -4,9 +4,10 @@
 //! verify) but can change nothing on it; mutations live in
 //! IOSXEOperationalAction and IOSXESoftwareUpgrade behind their own gates.
 //!
-//! This controller speaks only gNOI and gNMI, so the kind enum holds the
-//! nine gNOI kinds of the specification; upstream's CLI-backed kinds
-//! (ShowCommand, ConfigDiff, PacketCapture) are refused at admission.
+//! Twelve kinds, as upstream: nine read-only gNOI probes and three CLI
+//! kinds over SSH (ShowCommand, ConfigDiff, PacketCapture). Every CLI
+//! command must match the read-only allowlist ([`COMMAND_PATTERN`]) at
+//! admission, and the controller checks it again before anything is sent.
 //!
 //! Unlike the write-class kinds the spec is not immutable, as upstream: the
 //! operation runs once per `metadata.generation`, so editing the spec runs
@@ -21,6 +22,17 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{DeviceRef, MAX_PATH_LEN, READ_PATH_PATTERN};
 use super::device::GnoiService;
+
+/// The read-only allowlist of CLI commands (upstream's): the first word is
+/// one of these, followed by a space or nothing.
+pub const COMMAND_PATTERN: &str = "^(show|more|dir|ping|ping6|traceroute|traceroute6|monitor|test|verify|calendar|terminal|namespace)( |$)";
+/// Output modifiers that write files (`| redirect`, `| append`, `| tee`):
+/// refused in any command.
+pub const FILE_WRITING_PIPE: &str = "[|][ ]*(redirect|append|tee)( |$)";
+/// The name of a capture (PacketCapture `args.name` / `args.capture`).
+pub const CAPTURE_NAME_PATTERN: &str = "^[A-Za-z0-9_-]{1,64}$";
+/// Most commands of one operation.
+pub const MAX_COMMANDS: usize = 64;
 
 /// Condition types of a DeviceOperation.
 pub mod conditions {
@@ -43,7 +55,7 @@ pub mod conditions {
     status = "DeviceOperationStatus",
     derive = "PartialEq",
     cel,
-    doc = "A read-only gNOI operation against one CiscoDevice: ping, traceroute, time, file get/stat, certificates, reboot status or OS verify. Results land in status.outputs.",
+    doc = "A read-only operation against one CiscoDevice: show commands, config diff or packet capture over the device CLI (SSH), or a gNOI probe (ping, traceroute, time, file get/stat, certificates, reboot status, OS verify). Results land in status.outputs.",
     printcolumn(
         name = "Device",
         type_ = "string",
@@ -92,18 +104,38 @@ pub struct DeviceOperationSpec {
     validation = Rule::new("self.kind != 'GNOITraceroute' || (has(self.gnoi) && has(self.gnoi.traceroute))")
         .message("spec.operation.gnoi.traceroute is required when spec.operation.kind is GNOITraceroute"),
     validation = Rule::new("(self.kind != 'GNOIFileGet' && self.kind != 'GNOIFileStat') || (has(self.gnoi) && has(self.gnoi.file))")
-        .message("spec.operation.gnoi.file is required when spec.operation.kind is GNOIFileGet or GNOIFileStat")
+        .message("spec.operation.gnoi.file is required when spec.operation.kind is GNOIFileGet or GNOIFileStat"),
+    validation = Rule::new("self.kind != 'ShowCommand' || (has(self.commands) && size(self.commands) > 0) || (has(self.args) && ('command' in self.args || 'commands' in self.args))")
+        .message("spec.operation.commands (or spec.operation.args.command / args.commands) is required when spec.operation.kind is ShowCommand"),
+    validation = Rule::new("!has(self.args) || !('command' in self.args) || (self.kind != 'ShowCommand' && self.kind != 'ConfigDiff') || (self.args['command'].matches('^(show|more|dir|ping|ping6|traceroute|traceroute6|monitor|test|verify|calendar|terminal|namespace)( |$)') && !self.args['command'].matches('[|][ ]*(redirect|append|tee)( |$)'))")
+        .message("spec.operation.args.command must be a read-only command: it must start with show, more, dir, ping, ping6, traceroute, traceroute6, monitor, test, verify, calendar, terminal or namespace, and must not write a file (| redirect, | append, | tee)"),
+    validation = Rule::new("self.kind != 'PacketCapture' || (has(self.args) && (('name' in self.args && self.args['name'].matches('^[A-Za-z0-9_-]{1,64}$')) || (!('name' in self.args) && 'capture' in self.args && self.args['capture'].matches('^[A-Za-z0-9_-]{1,64}$'))))")
+        .message("spec.operation.args.name (or args.capture) is required when spec.operation.kind is PacketCapture and must match ^[A-Za-z0-9_-]{1,64}$")
 )]
 pub struct Operation {
-    /// Operation kind: GNOIPing, GNOITraceroute, GNOITime, GNOIFileGet,
+    /// Operation kind: ShowCommand, ConfigDiff, PacketCapture (device CLI
+    /// over SSH), GNOIPing, GNOITraceroute, GNOITime, GNOIFileGet,
     /// GNOIFileStat, GNOICertGet, GNOICanGenerateCSR, GNOIRebootStatus or
     /// GNOIOSVerify.
     pub kind: OperationKind,
 
-    /// Free-form string arguments, kept for compatibility with upstream
-    /// manifests. The gNOI kinds read their arguments from `gnoi`.
+    /// String arguments of the CLI kinds. ShowCommand: command (one) or
+    /// commands (newline- or comma-separated) when spec.operation.commands
+    /// is empty. ConfigDiff: command (default show running-config) and
+    /// baseline (text to diff against). PacketCapture: name (or capture),
+    /// the capture whose buffer is dumped. The gNOI kinds read their
+    /// arguments from gnoi.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub args: BTreeMap<String, String>,
+
+    /// ShowCommand: the commands to run, in order, 1 to 64. Each must be
+    /// read-only: start with show, more, dir, ping, ping6, traceroute,
+    /// traceroute6, monitor, test, verify, calendar, terminal or namespace,
+    /// and not write a file (| redirect, | append, | tee). Ignored by the
+    /// other kinds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "commands_schema")]
+    pub commands: Vec<String>,
 
     /// Typed gNOI arguments. GNOIPing needs ping, GNOITraceroute needs
     /// traceroute, GNOIFileGet and GNOIFileStat need file; GNOICanGenerateCSR
@@ -116,6 +148,13 @@ pub struct Operation {
 /// Kind of a read-only operation.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
 pub enum OperationKind {
+    /// Read-only CLI commands over SSH.
+    ShowCommand,
+    /// The running configuration (or another command's output), diffed
+    /// against args.baseline when given.
+    ConfigDiff,
+    /// `show monitor capture <name> buffer dump`.
+    PacketCapture,
     /// System.Ping from the device.
     #[serde(rename = "GNOIPing")]
     Ping,
@@ -147,7 +186,10 @@ pub enum OperationKind {
 
 impl OperationKind {
     /// Every kind, in the order of the specification's table.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 12] = [
+        Self::ShowCommand,
+        Self::ConfigDiff,
+        Self::PacketCapture,
         Self::Ping,
         Self::Traceroute,
         Self::Time,
@@ -159,9 +201,13 @@ impl OperationKind {
         Self::OsVerify,
     ];
 
-    /// The wire name, e.g. `GNOIPing`; also the `command` of its output.
+    /// The wire name, e.g. `GNOIPing`; also the `command` of a gNOI kind's
+    /// output.
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::ShowCommand => "ShowCommand",
+            Self::ConfigDiff => "ConfigDiff",
+            Self::PacketCapture => "PacketCapture",
             Self::Ping => "GNOIPing",
             Self::Traceroute => "GNOITraceroute",
             Self::Time => "GNOITime",
@@ -174,14 +220,23 @@ impl OperationKind {
         }
     }
 
-    /// The gNOI service the kind calls (the specification's table).
-    pub fn service(self) -> GnoiService {
+    /// The gNOI service the kind calls (the specification's table); none
+    /// for the CLI kinds.
+    pub fn service(self) -> Option<GnoiService> {
         match self {
-            Self::Ping | Self::Traceroute | Self::Time | Self::RebootStatus => GnoiService::System,
-            Self::FileGet | Self::FileStat => GnoiService::File,
-            Self::CertGet | Self::CanGenerateCsr => GnoiService::Cert,
-            Self::OsVerify => GnoiService::Os,
+            Self::ShowCommand | Self::ConfigDiff | Self::PacketCapture => None,
+            Self::Ping | Self::Traceroute | Self::Time | Self::RebootStatus => {
+                Some(GnoiService::System)
+            }
+            Self::FileGet | Self::FileStat => Some(GnoiService::File),
+            Self::CertGet | Self::CanGenerateCsr => Some(GnoiService::Cert),
+            Self::OsVerify => Some(GnoiService::Os),
         }
+    }
+
+    /// Whether the kind runs over the device CLI (SSH).
+    pub fn is_cli(self) -> bool {
+        self.service().is_none()
     }
 }
 
@@ -189,6 +244,25 @@ impl std::fmt::Display for OperationKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// Schema of `operation.commands`: at most 64 read-only commands, none
+/// writing a file.
+fn commands_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "maxItems": MAX_COMMANDS,
+        "items": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 512,
+            "pattern": COMMAND_PATTERN,
+        },
+        "x-kubernetes-validations": [{
+            "rule": "self.all(c, !c.matches('[|][ ]*(redirect|append|tee)( |$)'))",
+            "message": "spec.operation.commands must not write a file: | redirect, | append and | tee are refused",
+        }],
+    })
 }
 
 /// Typed gNOI arguments (upstream `operation.gnoi`).

@@ -50,6 +50,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
+use crate::client::cli::{CliMetrics, CliPool, CliSettings};
 use crate::client::{ClientMetrics, ClientPool, GnoiSettings};
 use crate::config::{Gate, Gates, RunArgs};
 use crate::crd::{CiscoDevice, DeviceOperation, IOSXEOperationalAction, IOSXESoftwareUpgrade};
@@ -101,6 +102,11 @@ pub struct ControllerSettings {
     /// How long reconciles in flight may run on after shutdown was asked
     /// for, before they are abandoned.
     pub shutdown_grace: Duration,
+    /// The device CLI class (SSH): deadlines, idle close, sessions per
+    /// device.
+    pub cli: CliSettings,
+    /// Namespaces allowed to run ConfigDiff (`None`: all).
+    pub configdiff_allowed_namespaces: Option<Vec<String>>,
 }
 
 impl ControllerSettings {
@@ -119,7 +125,20 @@ impl ControllerSettings {
             lease_namespace: None,
             upgrade: upgrade::UpgradeSettings::default(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            cli: CliSettings::default(),
+            configdiff_allowed_namespaces: None,
         }
+    }
+
+    /// Whether DeviceOperations in `namespace` may run ConfigDiff.
+    pub fn configdiff_allowed(&self, namespace: &str) -> bool {
+        self.configdiff_allowed_namespaces
+            .as_ref()
+            .is_none_or(|list| {
+                list.iter()
+                    .map(|n| n.trim())
+                    .any(|n| n == "*" || n == namespace)
+            })
     }
 
     /// Namespace of the mutation Lease of a device in `device_namespace`.
@@ -179,6 +198,11 @@ impl ControllerSettings {
                 allow_insecure_ssh: args.allow_insecure_ssh,
             },
             shutdown_grace: Duration::from_secs(args.shutdown_grace_seconds),
+            cli: CliSettings {
+                command_timeout: Duration::from_secs(args.cli_command_timeout_seconds.max(1)),
+                ..CliSettings::default()
+            },
+            configdiff_allowed_namespaces: args.configdiff_allowed_namespaces.clone(),
         })
     }
 }
@@ -222,6 +246,8 @@ pub struct Context {
     pub settings: ControllerSettings,
     /// Device clients and the capability cache.
     pub pool: Arc<ClientPool>,
+    /// Device CLI sessions (the CLI class).
+    pub cli: CliPool,
     /// Controller metrics.
     pub metrics: ControllerMetrics,
     recorder: Recorder,
@@ -241,6 +267,7 @@ impl Context {
         settings: ControllerSettings,
         metrics: ControllerMetrics,
         client_metrics: ClientMetrics,
+        cli_metrics: CliMetrics,
     ) -> Self {
         let recorder = Recorder::new(
             client.clone(),
@@ -251,6 +278,7 @@ impl Context {
         );
         Self {
             pool: Arc::new(ClientPool::new(settings.gnoi.clone(), client_metrics)),
+            cli: CliPool::new(settings.cli.clone(), cli_metrics),
             upgrades: upgrade::Runtime::new(settings.upgrade.clone()),
             action_answers: action::PendingAnswers::default(),
             client,
@@ -550,6 +578,7 @@ pub async fn run_controllers(
         settings,
         ControllerMetrics::default(),
         ClientMetrics::default(),
+        CliMetrics::default(),
     ));
     run_with_context(ctx, shutdown).await;
 }
@@ -628,9 +657,11 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
 
     let metrics = ControllerMetrics::default();
     let client_metrics = ClientMetrics::default();
+    let cli_metrics = CliMetrics::default();
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     client_metrics.register(&mut registry);
+    cli_metrics.register(&mut registry);
     let leader_gauge = prometheus_client::metrics::gauge::Gauge::<i64>::default();
     registry.register(
         "cvk_leader",
@@ -675,6 +706,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         settings,
         metrics,
         client_metrics,
+        cli_metrics,
     ));
     // The readiness loop ends with the work: a replica that lost the Lease
     // must exit (and be restarted as a candidate), not wait for SIGTERM.
@@ -741,6 +773,7 @@ pub async fn run_elected(
         settings,
         ControllerMetrics::default(),
         ClientMetrics::default(),
+        CliMetrics::default(),
     ));
     let gauge = prometheus_client::metrics::gauge::Gauge::<i64>::default();
     lead_then_run(

@@ -52,12 +52,14 @@ use serde::Serialize;
 
 use super::conditions;
 use super::device::client_reason;
-use super::target::resolve_target;
+use super::target::{resolve_cli_target, resolve_target};
 use super::{Context, MANAGER, ReconcileError, apply_status, ns_name};
+use crate::client::cli::{CliError, CliPool, CliTarget, CommandOutput, HostKeys};
 use crate::client::system::{L4Protocol, PingParams, TracerouteParams};
 use crate::client::{self, ClientError, DeviceClient};
 use crate::crd::operation::{
-    CertArgs, Operation, OperationKind, OperationOutput, OperationPhase, TracerouteProtocol,
+    CAPTURE_NAME_PATTERN, COMMAND_PATTERN, CertArgs, MAX_COMMANDS, Operation, OperationKind,
+    OperationOutput, OperationPhase, TracerouteProtocol,
 };
 use crate::crd::{CiscoDevice, DeviceOperation, DeviceOperationStatus};
 use crate::telemetry::OperationLabels;
@@ -77,6 +79,9 @@ pub const RETRY_NO_TRANSPORT: Duration = Duration::from_secs(10);
 pub struct OutputLimits {
     /// Largest output kept inline in status (64 KiB, as upstream).
     pub inline_bytes: usize,
+    /// Largest sum of the inline outputs of one operation (256 KiB, as
+    /// upstream); beyond it the largest outputs spill first.
+    pub total_inline_bytes: usize,
     /// Size of the inline preview of a spilled output.
     pub preview_bytes: usize,
     /// Largest output written to a ConfigMap (which holds at most 1 MiB).
@@ -91,6 +96,7 @@ impl Default for OutputLimits {
     fn default() -> Self {
         Self {
             inline_bytes: 64 * 1024,
+            total_inline_bytes: 256 * 1024,
             preview_bytes: 2 * 1024,
             max_artifact_bytes: 900 * 1024,
             default_file_get_bytes: 64 * 1024,
@@ -109,15 +115,41 @@ pub enum OperationFailure {
     #[error("invalid arguments: {0}")]
     InvalidArguments(String),
     /// The output is too large even for a ConfigMap.
-    #[error(
-        "the output is {size} bytes, more than the {limit}-byte artifact limit; lower spec.operation.gnoi.file.maxBytes"
-    )]
+    #[error("the output is {size} bytes, more than the {limit}-byte artifact limit; {hint}")]
     ArtifactTooLarge {
         /// Output size.
         size: usize,
         /// The limit.
         limit: usize,
+        /// What the user can do about it.
+        hint: &'static str,
     },
+    /// The device CLI session failed.
+    #[error(transparent)]
+    Cli(#[from] CliError),
+    /// A command is not on the read-only allowlist.
+    #[error("{field} {command:?} is refused: {why}")]
+    CommandNotAllowed {
+        /// The field that holds it, e.g. `spec.operation.commands[2]`.
+        field: String,
+        /// The command.
+        command: String,
+        /// The rule it breaks.
+        why: String,
+    },
+    /// The device refused some commands (their outputs carry the error).
+    #[error("{failed} of {total} commands failed; first: {first}")]
+    CommandsFailed {
+        /// Commands the device refused.
+        failed: usize,
+        /// Commands run.
+        total: usize,
+        /// The first refused command and its error line.
+        first: String,
+    },
+    /// ConfigDiff in a namespace the controller does not allow it in.
+    #[error("ConfigDiff is not allowed in namespace {0:?} (CVK_OPS_CONFIGDIFF_ALLOWED_NAMESPACES)")]
+    NamespaceNotAuthorized(String),
     /// The spill ConfigMap exists and belongs to something else.
     #[error(
         "ConfigMap {0:?} exists and is not owned by this DeviceOperation; it was left untouched"
@@ -146,6 +178,10 @@ impl OperationFailure {
             Self::Client(e) => e.category(),
             Self::InvalidArguments(_) => "invalid_arguments",
             Self::ArtifactTooLarge { .. } => "artifact_too_large",
+            Self::Cli(e) => e.category(),
+            Self::CommandNotAllowed { .. } => "command_not_allowed",
+            Self::CommandsFailed { .. } => "command_failed",
+            Self::NamespaceNotAuthorized(_) => "namespace_not_authorized",
             Self::ArtifactConflict(_) => "artifact_conflict",
             Self::ArtifactWrite { .. } => "artifact_write_failed",
             Self::Timeout(_) => "timeout",
@@ -162,6 +198,10 @@ impl OperationFailure {
             Self::Client(e) => client_reason(e).to_owned(),
             Self::InvalidArguments(_) => "InvalidArguments".into(),
             Self::ArtifactTooLarge { .. } => "ArtifactTooLarge".into(),
+            Self::Cli(e) => e.reason().into(),
+            Self::CommandNotAllowed { .. } => "CommandNotAllowed".into(),
+            Self::CommandsFailed { .. } => "CommandFailed".into(),
+            Self::NamespaceNotAuthorized(_) => "NamespaceNotAuthorized".into(),
             Self::ArtifactConflict(_) | Self::ArtifactWrite { .. } => "ArtifactWriteFailed".into(),
             Self::Timeout(_) => "DeadlineExceeded".into(),
             Self::Render(_) => "RenderFailed".into(),
@@ -357,6 +397,12 @@ pub async fn execute(
 ) -> Result<Rendered, OperationFailure> {
     let gnoi = op.gnoi.clone().unwrap_or_default();
     match op.kind {
+        OperationKind::ShowCommand | OperationKind::ConfigDiff | OperationKind::PacketCapture => {
+            Err(OperationFailure::InvalidArguments(format!(
+                "{} runs over the device CLI, not gNOI",
+                op.kind
+            )))
+        }
         OperationKind::Ping => {
             let a = gnoi.ping.ok_or_else(|| args_missing(op.kind, "ping"))?;
             let p = PingParams {
@@ -520,39 +566,116 @@ pub async fn execute(
     }
 }
 
-/// An output after the size rules.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Bounded {
-    /// What stays in status.
-    pub inline: String,
-    /// `inline` is a preview.
-    pub truncated: bool,
-    /// The full output to write to the spill ConfigMap.
-    pub spill: Option<String>,
+/// One output before the size rules: what ran, its full (redacted) text
+/// or its error.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Piece {
+    /// The command (or the kind, for gNOI kinds).
+    pub command: String,
+    /// The full output text.
+    pub text: Option<String>,
+    /// The error of this command.
+    pub err: Option<String>,
+    /// Secrets were removed from `text`.
+    pub redacted: bool,
 }
 
-/// Applies the size rules to `output` (pure).
-pub fn bound(output: String, limits: &OutputLimits) -> Result<Bounded, OperationFailure> {
-    if output.len() <= limits.inline_bytes {
-        return Ok(Bounded {
-            inline: output,
-            truncated: false,
-            spill: None,
-        });
+/// Outputs after the size rules.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Bounded {
+    /// What stays in status, in order.
+    pub outputs: Vec<OperationOutput>,
+    /// Spill ConfigMap data: key (`output`, or `output-<index>` when the
+    /// operation has several outputs) -> the full output.
+    pub spill: BTreeMap<String, String>,
+}
+
+/// Applies the size rules to `pieces` (pure):
+///
+/// 1. an output larger than [`OutputLimits::inline_bytes`] spills;
+/// 2. while the inline outputs sum to more than
+///    [`OutputLimits::total_inline_bytes`], the largest inline output
+///    spills;
+/// 3. a spilled output keeps a preview of [`OutputLimits::preview_bytes`]
+///    ending in [`PREVIEW_FOOTER`], `truncated: true`;
+/// 4. spilled outputs together larger than
+///    [`OutputLimits::max_artifact_bytes`] (a ConfigMap holds 1 MiB) end the
+///    operation `ArtifactTooLarge`; nothing is cut silently.
+pub fn bound(
+    pieces: Vec<Piece>,
+    limits: &OutputLimits,
+    hint: &'static str,
+) -> Result<Bounded, OperationFailure> {
+    let len = |p: &Piece| p.text.as_ref().map_or(0, String::len);
+    let mut spilled: Vec<bool> = pieces
+        .iter()
+        .map(|p| len(p) > limits.inline_bytes)
+        .collect();
+    let preview_cost = limits.preview_bytes + PREVIEW_FOOTER.len();
+    let inline_sum = |spilled: &[bool]| -> usize {
+        pieces
+            .iter()
+            .zip(spilled)
+            .map(|(p, s)| if *s { preview_cost.min(len(p)) } else { len(p) })
+            .sum()
+    };
+    while inline_sum(&spilled) > limits.total_inline_bytes {
+        let largest = pieces
+            .iter()
+            .enumerate()
+            .filter(|(i, p)| !spilled[*i] && len(p) > preview_cost)
+            .max_by_key(|(i, p)| (len(p), std::cmp::Reverse(*i)))
+            .map(|(i, _)| i);
+        match largest {
+            Some(i) => spilled[i] = true,
+            None => break,
+        }
     }
-    if output.len() > limits.max_artifact_bytes {
+    let spill_total: usize = pieces
+        .iter()
+        .zip(&spilled)
+        .filter(|(_, s)| **s)
+        .map(|(p, _)| len(p))
+        .sum();
+    if spill_total > limits.max_artifact_bytes {
         return Err(OperationFailure::ArtifactTooLarge {
-            size: output.len(),
+            size: spill_total,
             limit: limits.max_artifact_bytes,
+            hint,
         });
     }
-    let mut inline = conditions::truncate_utf8(&output, limits.preview_bytes).to_owned();
-    inline.push_str(PREVIEW_FOOTER);
-    Ok(Bounded {
-        inline,
-        truncated: true,
-        spill: Some(output),
-    })
+    let single = pieces.len() == 1;
+    let mut out = Bounded::default();
+    for (i, (p, spill)) in pieces.into_iter().zip(spilled).enumerate() {
+        let mut o = OperationOutput {
+            command: p.command,
+            output: None,
+            err: p.err,
+            truncated: false,
+            redacted: p.redacted,
+        };
+        match p.text {
+            Some(text) if spill => {
+                let mut inline = conditions::truncate_utf8(&text, limits.preview_bytes).to_owned();
+                inline.push_str(PREVIEW_FOOTER);
+                o.output = Some(inline);
+                o.truncated = true;
+                out.spill.insert(artifact_key(single, i), text);
+            }
+            text => o.output = text,
+        }
+        out.outputs.push(o);
+    }
+    Ok(out)
+}
+
+/// Data key of output `index` in the spill ConfigMap.
+pub fn artifact_key(single: bool, index: usize) -> String {
+    if single {
+        ARTIFACT_KEY.to_owned()
+    } else {
+        format!("{ARTIFACT_KEY}-{index}")
+    }
 }
 
 /// Name of the spill ConfigMap of operation `name`.
@@ -560,12 +683,352 @@ pub fn artifact_name(name: &str) -> String {
     format!("{name}-output")
 }
 
-/// URI of the spilled output.
-pub fn artifact_uri(namespace: &str, name: &str) -> String {
-    format!(
-        "configmap://{namespace}/{}/{ARTIFACT_KEY}",
-        artifact_name(name)
-    )
+/// URI of a spilled output.
+pub fn artifact_uri(namespace: &str, name: &str, key: &str) -> String {
+    format!("configmap://{namespace}/{}/{key}", artifact_name(name))
+}
+
+/// Why a command is not read-only, if it is not (pure): the allowlist of
+/// the CRD ([`COMMAND_PATTERN`]), no file-writing output modifier, and
+/// tighter rules for the words the CRD admits for compatibility: `terminal`
+/// only as `terminal length|width N` (the session's own settings), `monitor`
+/// never (it starts, stops and exports captures: PacketCapture reads them),
+/// `test` never (it acts on the device), `namespace` never.
+pub fn read_only_violation(command: &str) -> Option<String> {
+    let words: Vec<&str> = command.split_whitespace().collect();
+    let allowed = [
+        "show",
+        "more",
+        "dir",
+        "ping",
+        "ping6",
+        "traceroute",
+        "traceroute6",
+        "monitor",
+        "test",
+        "verify",
+        "calendar",
+        "terminal",
+        "namespace",
+    ];
+    let first = command.split(' ').next().unwrap_or_default();
+    if !allowed.contains(&first) {
+        return Some(format!(
+            "it must start with one of {} (pattern {COMMAND_PATTERN})",
+            allowed.join(", ")
+        ));
+    }
+    if command.contains('\n') || command.contains('\r') {
+        return Some("it must be one line".into());
+    }
+    let mut after_pipe = false;
+    for w in &words {
+        if after_pipe && matches!(*w, "redirect" | "append" | "tee") {
+            return Some(format!("| {w} writes a file"));
+        }
+        after_pipe = *w == "|";
+        if let Some(rest) = w.strip_prefix('|')
+            && matches!(rest, "redirect" | "append" | "tee")
+        {
+            return Some(format!("| {rest} writes a file"));
+        }
+    }
+    match first {
+        "terminal" => {
+            let ok = words.len() == 3
+                && matches!(words[1], "length" | "width")
+                && words[2].parse::<u16>().is_ok();
+            (!ok)
+                .then(|| "terminal is allowed only as terminal length N or terminal width N".into())
+        }
+        "monitor" => Some(
+            "monitor commands start, stop and export captures; use kind PacketCapture to read one"
+                .into(),
+        ),
+        "test" => Some("test commands act on the device".into()),
+        "namespace" => Some("namespace commands are not supported on IOS-XE".into()),
+        _ => None,
+    }
+}
+
+/// The commands a CLI kind runs, checked (pure). ShowCommand takes
+/// `commands[]`, else `args.command`, else `args.commands` (split on
+/// newlines, or on commas when it has none); ConfigDiff `args.command`
+/// (default `show running-config`); PacketCapture
+/// `show monitor capture <args.name|args.capture> buffer dump`.
+pub fn cli_commands(op: &Operation) -> Result<Vec<String>, OperationFailure> {
+    let invalid = |m: String| OperationFailure::InvalidArguments(m);
+    let checked = |field: String, c: String| -> Result<String, OperationFailure> {
+        match read_only_violation(&c) {
+            Some(why) => Err(OperationFailure::CommandNotAllowed {
+                field,
+                command: c,
+                why,
+            }),
+            None => Ok(c),
+        }
+    };
+    match op.kind {
+        OperationKind::ShowCommand => {
+            let (field, list): (&str, Vec<String>) =
+                if op.commands.iter().any(|c| !c.trim().is_empty()) {
+                    ("spec.operation.commands", op.commands.clone())
+                } else if let Some(c) = op.args.get("command").filter(|c| !c.trim().is_empty()) {
+                    ("spec.operation.args.command", vec![c.clone()])
+                } else if let Some(c) = op.args.get("commands") {
+                    let parts: Vec<String> = if c.contains('\n') {
+                        c.lines().map(str::to_owned).collect()
+                    } else {
+                        c.split(',').map(str::to_owned).collect()
+                    };
+                    ("spec.operation.args.commands", parts)
+                } else {
+                    ("spec.operation.commands", Vec::new())
+                };
+            let list: Vec<(usize, String)> = list
+                .into_iter()
+                .enumerate()
+                .map(|(i, c)| (i, c.trim().to_owned()))
+                .filter(|(_, c)| !c.is_empty())
+                .collect();
+            if list.is_empty() {
+                return Err(invalid(
+                    "operation.commands or operation.args.command is required for ShowCommand"
+                        .into(),
+                ));
+            }
+            if list.len() > MAX_COMMANDS {
+                return Err(invalid(format!(
+                    "{field} has {} commands; at most {MAX_COMMANDS} are allowed",
+                    list.len()
+                )));
+            }
+            list.into_iter()
+                .map(|(i, c)| {
+                    let f = if field == "spec.operation.args.command" {
+                        field.to_owned()
+                    } else {
+                        format!("{field}[{i}]")
+                    };
+                    checked(f, c)
+                })
+                .collect()
+        }
+        OperationKind::ConfigDiff => {
+            let c = op
+                .args
+                .get("command")
+                .map(|c| c.trim().to_owned())
+                .filter(|c| !c.is_empty())
+                .unwrap_or_else(|| "show running-config".to_owned());
+            Ok(vec![checked("spec.operation.args.command".into(), c)?])
+        }
+        OperationKind::PacketCapture => {
+            let name = op
+                .args
+                .get("name")
+                .or_else(|| op.args.get("capture"))
+                .map(|n| n.trim())
+                .unwrap_or_default();
+            let ok = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !ok {
+                return Err(invalid(format!(
+                    "spec.operation.args.name (or args.capture) must match {CAPTURE_NAME_PATTERN}, got {name:?}"
+                )));
+            }
+            Ok(vec![format!("show monitor capture {name} buffer dump")])
+        }
+        other => Err(invalid(format!("{other} is not a CLI kind"))),
+    }
+}
+
+/// Lines of a configuration that change without a configuration change
+/// (build banners, byte counts, change timestamps); ConfigDiff ignores
+/// them on both sides.
+fn volatile_config_line(l: &str) -> bool {
+    let l = l.trim_start();
+    l.starts_with("Building configuration")
+        || l.starts_with("Current configuration :")
+        || l.starts_with("! Last configuration change")
+        || l.starts_with("! NVRAM config last updated")
+        || l.starts_with("! No configuration change since last restart")
+}
+
+fn normalise_config(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for l in text.replace("\r\n", "\n").lines() {
+        if !volatile_config_line(l) {
+            out.push_str(l.trim_end());
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// A line diff of `baseline` against `observed` (pure): `no differences`,
+/// or a unified diff (`--- baseline`, `+++ observed`, hunks of `-`/`+`
+/// lines with 3 lines of context), with the counts of removed and added
+/// lines.
+pub fn config_diff(baseline: &str, observed: &str) -> (String, usize, usize) {
+    let (a, b) = (normalise_config(baseline), normalise_config(observed));
+    let diff = similar::TextDiff::from_lines(&a, &b);
+    let (mut removed, mut added) = (0, 0);
+    for c in diff.iter_all_changes() {
+        match c.tag() {
+            similar::ChangeTag::Delete => removed += 1,
+            similar::ChangeTag::Insert => added += 1,
+            similar::ChangeTag::Equal => {}
+        }
+    }
+    if removed == 0 && added == 0 {
+        return ("no differences\n".into(), 0, 0);
+    }
+    let text = diff
+        .unified_diff()
+        .context_radius(3)
+        .header("baseline", "observed")
+        .to_string();
+    (text, removed, added)
+}
+
+/// What a CLI run produced: the outputs of the commands that ran, and the
+/// session failure that stopped it, if one did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CliRun {
+    /// One per command that got an answer, in order.
+    pub outputs: Vec<CommandOutput>,
+    /// The session failure (login, host key, timeout, dropped session).
+    pub failure: Option<CliError>,
+}
+
+/// Judges a CLI run (pure): redacts every output, builds the pieces and
+/// decides success. ShowCommand and PacketCapture fail `CommandFailed`
+/// when the device refused a command (every output is kept, the refused
+/// ones with `err`); `show version` must answer something. ConfigDiff with
+/// `args.baseline` turns its output into a diff under the command
+/// `config diff`. A session failure fails the operation with its reason,
+/// after the outputs that arrived.
+pub fn judge_cli(
+    op: &Operation,
+    commands: &[String],
+    run: CliRun,
+) -> (Vec<Piece>, Result<String, OperationFailure>) {
+    let mut pieces = Vec::with_capacity(commands.len());
+    let mut refused: Vec<String> = Vec::new();
+    let mut redacted_any = false;
+    for o in run.outputs {
+        let (text, redacted) = super::redact::redact(&o.text);
+        redacted_any |= redacted;
+        let mut err = o.error.clone();
+        if err.is_none() && o.command.starts_with("show version") && text.trim().is_empty() {
+            err = Some("show version returned no output".into());
+        }
+        if let Some(e) = &err {
+            refused.push(format!("{}: {e}", o.command));
+        }
+        pieces.push(Piece {
+            command: o.command,
+            text: Some(text),
+            err,
+            redacted,
+        });
+    }
+    if let Some(e) = run.failure {
+        if let Some(c) = commands.get(pieces.len()) {
+            pieces.push(Piece {
+                command: c.clone(),
+                text: None,
+                err: Some(e.to_string()),
+                redacted: false,
+            });
+        }
+        return (pieces, Err(OperationFailure::Cli(e)));
+    }
+    let total = pieces.len();
+    if let Some(first) = refused.first() {
+        return (
+            pieces,
+            Err(OperationFailure::CommandsFailed {
+                failed: refused.len(),
+                total,
+                first: first.clone(),
+            }),
+        );
+    }
+    let suffix = if redacted_any {
+        "; secrets redacted"
+    } else {
+        ""
+    };
+    match op.kind {
+        OperationKind::ConfigDiff => {
+            let Some(baseline) = op.args.get("baseline") else {
+                let lines = pieces[0].text.as_deref().map_or(0, |t| t.lines().count());
+                return (
+                    pieces,
+                    Ok(format!("{}: {lines} lines{suffix}", commands[0])),
+                );
+            };
+            let (baseline, _) = super::redact::redact(baseline);
+            let observed = pieces[0].text.take().unwrap_or_default();
+            let (diff, removed, added) = config_diff(&baseline, &observed);
+            pieces[0].command = "config diff".into();
+            pieces[0].text = Some(diff);
+            let message = if removed + added == 0 {
+                format!("no differences from the baseline{suffix}")
+            } else {
+                format!("{removed} lines removed and {added} added against the baseline{suffix}")
+            };
+            (pieces, Ok(message))
+        }
+        OperationKind::PacketCapture => {
+            let bytes = pieces[0].text.as_deref().map_or(0, str::len);
+            (
+                pieces,
+                Ok(format!("capture buffer dump: {bytes} bytes{suffix}")),
+            )
+        }
+        _ => {
+            let noun = if total == 1 { "command" } else { "commands" };
+            (pieces, Ok(format!("{total} {noun} ran{suffix}")))
+        }
+    }
+}
+
+/// Runs `commands` in one session of the CLI class, returning the session
+/// to the pool when it stayed healthy.
+pub async fn run_cli(pool: &CliPool, target: &CliTarget, commands: &[String]) -> CliRun {
+    if target.host_keys == HostKeys::InsecureAcceptAny {
+        tracing::warn!(device = %target.device,
+            "SSH host key NOT verified (spec.ssh.insecureAcceptAnyHostKey): the output and the login password can be read by anyone on the path");
+    }
+    let mut session = match pool.session(target).await {
+        Ok(s) => s,
+        Err(e) => {
+            return CliRun {
+                outputs: Vec::new(),
+                failure: Some(e),
+            };
+        }
+    };
+    let mut run = CliRun::default();
+    for c in commands {
+        match session.run(c).await {
+            Ok(o) => run.outputs.push(o),
+            Err(e) => {
+                run.failure = Some(e);
+                break;
+            }
+        }
+    }
+    if run.failure.is_none() {
+        session.release();
+    }
+    run
 }
 
 fn set_ready(
@@ -614,24 +1077,44 @@ pub fn running_status(
     s
 }
 
-/// A successful result, bounded, with its artifact URI when it spilled.
+/// A successful result, bounded, with the URIs of what spilled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Success {
-    /// The rendered result.
-    pub rendered: Rendered,
-    /// The inline output and whether it is a preview.
-    pub inline: String,
-    /// `inline` is a preview.
-    pub truncated: bool,
-    /// Where the full output lives.
-    pub artifact_uri: Option<String>,
+    /// The outputs as they stay in status.
+    pub outputs: Vec<OperationOutput>,
+    /// Where the spilled outputs live.
+    pub artifact_uris: Vec<String>,
+    /// Summary for status.message.
+    pub message: String,
+}
+
+/// A failed result: the error, and the outputs that were produced before
+/// it (CLI kinds keep every answer).
+#[derive(Debug)]
+pub struct Failure {
+    /// What failed.
+    pub error: OperationFailure,
+    /// Outputs to keep; empty: one entry with the kind and the error.
+    pub outputs: Vec<OperationOutput>,
+    /// Where spilled outputs live.
+    pub artifact_uris: Vec<String>,
+}
+
+impl From<OperationFailure> for Failure {
+    fn from(error: OperationFailure) -> Self {
+        Self {
+            error,
+            outputs: Vec::new(),
+            artifact_uris: Vec::new(),
+        }
+    }
 }
 
 /// The terminal status (pure).
 pub fn finished_status(
     running: &DeviceOperationStatus,
     kind: OperationKind,
-    result: &Result<Success, OperationFailure>,
+    result: &Result<Success, Failure>,
     generation: Option<i64>,
     now: Timestamp,
 ) -> DeviceOperationStatus {
@@ -644,36 +1127,27 @@ pub fn finished_status(
     match result {
         Ok(ok) => {
             s.phase = Some(OperationPhase::Succeeded);
-            s.outputs = vec![OperationOutput {
-                command: kind.as_str().to_owned(),
-                output: Some(ok.inline.clone()),
-                err: None,
-                truncated: ok.truncated,
-                redacted: ok.rendered.redacted,
-            }];
-            s.artifact_uris = ok.artifact_uri.iter().cloned().collect();
-            set_ready(
-                &mut s,
-                true,
-                "Succeeded",
-                &ok.rendered.message,
-                generation,
-                now,
-            );
-            s.message = Some(ok.rendered.message.clone());
+            s.outputs = ok.outputs.clone();
+            s.artifact_uris = ok.artifact_uris.clone();
+            set_ready(&mut s, true, "Succeeded", &ok.message, generation, now);
+            s.message = Some(ok.message.clone());
         }
-        Err(e) => {
+        Err(f) => {
             s.phase = Some(OperationPhase::Failed);
-            let message = format!("{kind}: {e}");
-            s.outputs = vec![OperationOutput {
-                command: kind.as_str().to_owned(),
-                output: None,
-                err: Some(e.to_string()),
-                truncated: false,
-                redacted: false,
-            }];
-            s.artifact_uris.clear();
-            set_ready(&mut s, false, &e.reason(), &message, generation, now);
+            let message = format!("{kind}: {}", f.error);
+            s.outputs = if f.outputs.is_empty() {
+                vec![OperationOutput {
+                    command: kind.as_str().to_owned(),
+                    output: None,
+                    err: Some(f.error.to_string()),
+                    truncated: false,
+                    redacted: false,
+                }]
+            } else {
+                f.outputs.clone()
+            };
+            s.artifact_uris = f.artifact_uris.clone();
+            set_ready(&mut s, false, &f.error.reason(), &message, generation, now);
             s.message = Some(message);
         }
     }
@@ -693,8 +1167,12 @@ async fn write_artifact(
     op: &DeviceOperation,
     ns: &str,
     name: &str,
-    content: String,
-) -> Result<String, OperationFailure> {
+    content: BTreeMap<String, String>,
+) -> Result<Vec<String>, OperationFailure> {
+    let uris = content
+        .keys()
+        .map(|k| artifact_uri(ns, name, k))
+        .collect::<Vec<_>>();
     let cm_name = artifact_name(name);
     let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
     let write_err = |e: kube::Error| OperationFailure::ArtifactWrite {
@@ -727,7 +1205,7 @@ async fn write_artifact(
             ])),
             ..ObjectMeta::default()
         },
-        data: Some(BTreeMap::from([(ARTIFACT_KEY.to_owned(), content)])),
+        data: Some(content),
         ..ConfigMap::default()
     };
     api.patch(
@@ -737,7 +1215,7 @@ async fn write_artifact(
     )
     .await
     .map_err(write_err)?;
-    Ok(artifact_uri(ns, name))
+    Ok(uris)
 }
 
 async fn expire(
@@ -806,26 +1284,44 @@ pub async fn reconcile(
 
     let kind = op.spec.operation.kind;
     let previous = op.status.clone().unwrap_or_default();
+    let fail =
+        |e: OperationFailure| finished_status(&previous, kind, &Err(e.into()), generation, now);
 
-    if ctx.settings.gnoi.disabled {
-        let failed = finished_status(
-            &previous,
-            kind,
-            &Err(OperationFailure::Client(ClientError::Disabled)),
-            generation,
-            now,
-        );
+    // What a CLI kind runs is checked before the device is touched.
+    let commands = if kind.is_cli() {
+        match cli_commands(&op.spec.operation) {
+            Ok(c) => c,
+            Err(e) => return finish(&ctx, &api, &op, &name, kind, fail(e)).await,
+        }
+    } else {
+        Vec::new()
+    };
+    if kind == OperationKind::ConfigDiff && !ctx.settings.configdiff_allowed(&ns) {
+        let failed = fail(OperationFailure::NamespaceNotAuthorized(ns.clone()));
+        return finish(&ctx, &api, &op, &name, kind, failed).await;
+    }
+    if !kind.is_cli() && ctx.settings.gnoi.disabled {
+        let failed = fail(OperationFailure::Client(ClientError::Disabled));
         return finish(&ctx, &api, &op, &name, kind, failed).await;
     }
 
     // Observe the device: the operation waits (Pending) while its device
     // is missing or cannot be configured.
     let devices: Api<CiscoDevice> = Api::namespaced(ctx.client.clone(), &ns);
-    let target = match devices.get_opt(&device_name).await? {
-        None => Err((
-            "NoTransport",
-            format!("CiscoDevice {device_name:?} does not exist in namespace {ns:?}"),
+    let transport = match devices.get_opt(&device_name).await? {
+        None => Err(format!(
+            "CiscoDevice {device_name:?} does not exist in namespace {ns:?}"
         )),
+        Some(dev) if kind.is_cli() => resolve_cli_target(
+            &ctx.client,
+            &ns,
+            &device_name,
+            &dev.spec,
+            &ctx.settings.gnoi,
+        )
+        .await
+        .map(Transport::Cli)
+        .map_err(|e| format!("CiscoDevice {device_name:?} CLI cannot be reached: {e}")),
         Some(dev) => resolve_target(
             &ctx.client,
             &ns,
@@ -834,16 +1330,13 @@ pub async fn reconcile(
             &ctx.settings.gnoi,
         )
         .await
-        .map_err(|e| {
-            (
-                "NoTransport",
-                format!("CiscoDevice {device_name:?} cannot be reached: {e}"),
-            )
-        }),
+        .map(Transport::Gnoi)
+        .map_err(|e| format!("CiscoDevice {device_name:?} cannot be reached: {e}")),
     };
-    let target = match target {
+    let transport = match transport {
         Ok(t) => t,
-        Err((reason, message)) => {
+        Err(message) => {
+            let reason = "NoTransport";
             let waiting = waiting_status(&previous, reason, message.clone(), generation, now);
             let announced = previous.phase == Some(OperationPhase::Pending)
                 && previous.message.as_deref() == Some(message.as_str());
@@ -857,12 +1350,12 @@ pub async fn reconcile(
             return Ok(Action::requeue(RETRY_NO_TRANSPORT));
         }
     };
-    let client = match ctx.pool.get_or_create(&target) {
-        Ok(c) => c,
-        Err(e) => {
-            let failed = finished_status(&previous, kind, &Err(e.into()), generation, now);
-            return finish(&ctx, &api, &op, &name, kind, failed).await;
-        }
+    let transport = match transport {
+        Transport::Gnoi(target) => match ctx.pool.get_or_create(&target) {
+            Ok(c) => Runner::Gnoi(c),
+            Err(e) => return finish(&ctx, &api, &op, &name, kind, fail(e.into())).await,
+        },
+        Transport::Cli(target) => Runner::Cli(target),
     };
 
     let running = running_status(&previous, generation, now);
@@ -878,35 +1371,80 @@ pub async fn reconcile(
     tracing::info!(namespace = %ns, operation = %name, %kind, device = %device_name, "running");
 
     let limits = &ctx.settings.output_limits;
-    let result = match tokio::time::timeout(
-        limits.execute_timeout,
-        execute(&client, &op.spec.operation, limits),
-    )
-    .await
-    {
-        Err(_) => Err(OperationFailure::Timeout(limits.execute_timeout)),
-        Ok(r) => r,
+    let produced: Result<(Vec<Piece>, Result<String, OperationFailure>), OperationFailure> =
+        match tokio::time::timeout(limits.execute_timeout, async {
+            match &transport {
+                Runner::Gnoi(client) => {
+                    execute(client, &op.spec.operation, limits).await.map(|r| {
+                        let piece = Piece {
+                            command: kind.as_str().to_owned(),
+                            text: Some(r.output),
+                            err: None,
+                            redacted: r.redacted,
+                        };
+                        (vec![piece], Ok(r.message))
+                    })
+                }
+                Runner::Cli(target) => {
+                    let run = run_cli(&ctx.cli, target, &commands).await;
+                    Ok(judge_cli(&op.spec.operation, &commands, run))
+                }
+            }
+        })
+        .await
+        {
+            Err(_) => Err(OperationFailure::Timeout(limits.execute_timeout)),
+            Ok(r) => r,
+        };
+    let hint = match kind {
+        OperationKind::FileGet => "lower spec.operation.gnoi.file.maxBytes",
+        OperationKind::PacketCapture => "clear or shrink the capture buffer on the device",
+        _ => "run fewer or narrower commands (for example with | include or | section)",
     };
-    let result = match result.and_then(|r| {
-        let b = bound(r.output.clone(), limits)?;
-        Ok((r, b))
-    }) {
-        Err(e) => Err(e),
-        Ok((rendered, b)) => {
-            let artifact_uri = match b.spill {
-                None => Ok(None),
-                Some(full) => write_artifact(&ctx, &op, &ns, &name, full).await.map(Some),
-            };
-            artifact_uri.map(|artifact_uri| Success {
-                rendered,
-                inline: b.inline,
-                truncated: b.truncated,
-                artifact_uri,
-            })
-        }
+    let result: Result<Success, Failure> = match produced {
+        Err(e) => Err(e.into()),
+        Ok((pieces, verdict)) => match bound(pieces, limits, hint) {
+            Err(e) => Err(e.into()),
+            Ok(b) => {
+                let uris = if b.spill.is_empty() {
+                    Ok(Vec::new())
+                } else {
+                    write_artifact(&ctx, &op, &ns, &name, b.spill).await
+                };
+                match (uris, verdict) {
+                    (Err(e), _) => Err(Failure {
+                        error: e,
+                        outputs: b.outputs,
+                        artifact_uris: Vec::new(),
+                    }),
+                    (Ok(artifact_uris), Ok(message)) => Ok(Success {
+                        outputs: b.outputs,
+                        artifact_uris,
+                        message,
+                    }),
+                    (Ok(artifact_uris), Err(error)) => Err(Failure {
+                        error,
+                        outputs: b.outputs,
+                        artifact_uris,
+                    }),
+                }
+            }
+        },
     };
     let done = finished_status(&running, kind, &result, generation, Timestamp::now());
     finish(&ctx, &api, &op, &name, kind, done).await
+}
+
+/// How an operation reaches its device.
+enum Transport {
+    Gnoi(crate::client::DeviceTarget),
+    Cli(CliTarget),
+}
+
+/// The connected form of [`Transport`].
+enum Runner {
+    Gnoi(Arc<DeviceClient>),
+    Cli(CliTarget),
 }
 
 async fn finish(
@@ -1004,24 +1542,292 @@ mod tests {
         assert_eq!(step(&v, at(100)), OpStep::Done);
     }
 
+    fn piece(command: &str, text: &str) -> Piece {
+        Piece {
+            command: command.into(),
+            text: Some(text.into()),
+            ..Piece::default()
+        }
+    }
+
     #[test]
     fn outputs_are_bounded_and_spill() {
         let limits = OutputLimits {
             inline_bytes: 100,
+            total_inline_bytes: 250,
             preview_bytes: 10,
             max_artifact_bytes: 1000,
             ..OutputLimits::default()
         };
-        let small = bound("x".repeat(100), &limits).unwrap();
-        assert_eq!((small.truncated, small.spill), (false, None));
-        let big = bound("é".repeat(300), &limits).unwrap();
-        assert!(big.truncated);
-        assert_eq!(big.spill.as_deref(), Some("é".repeat(300).as_str()));
-        assert_eq!(big.inline, format!("{}{PREVIEW_FOOTER}", "é".repeat(5)));
-        let e = bound("x".repeat(1001), &limits).unwrap_err();
+        let small = bound(vec![piece("k", &"x".repeat(100))], &limits, "h").unwrap();
+        assert!(small.spill.is_empty() && !small.outputs[0].truncated);
+        let big = bound(vec![piece("k", &"é".repeat(300))], &limits, "h").unwrap();
+        assert!(big.outputs[0].truncated);
+        assert_eq!(
+            big.spill.get(ARTIFACT_KEY).map(String::as_str),
+            Some("é".repeat(300).as_str())
+        );
+        assert_eq!(
+            big.outputs[0].output.as_deref(),
+            Some(format!("{}{PREVIEW_FOOTER}", "é".repeat(5)).as_str())
+        );
+        let e = bound(vec![piece("k", &"x".repeat(1001))], &limits, "lower it").unwrap_err();
         assert_eq!(e.reason(), "ArtifactTooLarge");
         assert_eq!(e.category(), "artifact_too_large");
-        assert_eq!(artifact_uri("ns", "op"), "configmap://ns/op-output/output");
+        assert!(e.to_string().ends_with("lower it"), "{e}");
+        assert_eq!(
+            artifact_uri("ns", "op", "output"),
+            "configmap://ns/op-output/output"
+        );
+    }
+
+    #[test]
+    fn the_total_inline_budget_spills_the_largest_first() {
+        let limits = OutputLimits {
+            inline_bytes: 100,
+            total_inline_bytes: 250,
+            preview_bytes: 10,
+            max_artifact_bytes: 1000,
+            ..OutputLimits::default()
+        };
+        // 90 + 95 + 80 = 265 > 250: the 95 spills (largest), then 170 fits.
+        let b = bound(
+            vec![
+                piece("a", &"a".repeat(90)),
+                piece("b", &"b".repeat(95)),
+                piece("c", &"c".repeat(80)),
+                Piece {
+                    command: "d".into(),
+                    err: Some("% Invalid input".into()),
+                    ..Piece::default()
+                },
+            ],
+            &limits,
+            "h",
+        )
+        .unwrap();
+        let truncated: Vec<bool> = b.outputs.iter().map(|o| o.truncated).collect();
+        assert_eq!(truncated, [false, true, false, false]);
+        assert_eq!(b.spill.keys().collect::<Vec<_>>(), ["output-1"]);
+        assert_eq!(b.outputs[3].err.as_deref(), Some("% Invalid input"));
+        // Spilled outputs together beyond the ConfigMap limit: refused.
+        let e = bound(
+            vec![piece("a", &"a".repeat(600)), piece("b", &"b".repeat(600))],
+            &limits,
+            "h",
+        )
+        .unwrap_err();
+        assert!(matches!(
+            e,
+            OperationFailure::ArtifactTooLarge { size: 1200, .. }
+        ));
+    }
+
+    fn show(commands: &[&str], args: &[(&str, &str)]) -> Operation {
+        Operation {
+            kind: OperationKind::ShowCommand,
+            args: args
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            commands: commands.iter().map(|c| (*c).to_owned()).collect(),
+            gnoi: None,
+        }
+    }
+
+    #[test]
+    fn show_commands_come_from_commands_then_args() {
+        let c = cli_commands(&show(&["show version", " ", "dir flash:"], &[])).unwrap();
+        assert_eq!(c, ["show version", "dir flash:"]);
+        let c = cli_commands(&show(&[], &[("command", "show clock")])).unwrap();
+        assert_eq!(c, ["show clock"]);
+        let c = cli_commands(&show(&[], &[("commands", "show clock\nshow boot\n")])).unwrap();
+        assert_eq!(c, ["show clock", "show boot"]);
+        let c = cli_commands(&show(&[], &[("commands", "show clock, show boot")])).unwrap();
+        assert_eq!(c, ["show clock", "show boot"]);
+        let e = cli_commands(&show(&[], &[])).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("operation.commands or operation.args.command")
+        );
+        let many: Vec<String> = (0..65).map(|i| format!("show int {i}")).collect();
+        let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert!(
+            cli_commands(&show(&refs, &[]))
+                .unwrap_err()
+                .to_string()
+                .contains("at most 64")
+        );
+    }
+
+    #[test]
+    fn only_read_only_commands_pass_and_the_field_is_named() {
+        for ok in [
+            "show version",
+            "show running-config | include hostname",
+            "dir flash:",
+            "ping 192.0.2.1",
+            "terminal length 0",
+            "show",
+        ] {
+            assert_eq!(read_only_violation(ok), None, "{ok}");
+        }
+        for (bad, why) in [
+            ("configure terminal", "must start with"),
+            ("reload", "must start with"),
+            ("showx", "must start with"),
+            ("show running-config | redirect flash:x", "writes a file"),
+            ("show tech |append flash:t", "writes a file"),
+            ("show run | tee flash:r", "writes a file"),
+            ("monitor capture c start", "PacketCapture"),
+            ("test platform software", "act on the device"),
+            ("terminal monitor", "terminal length"),
+        ] {
+            let v = read_only_violation(bad).unwrap_or_else(|| panic!("{bad} passed"));
+            assert!(v.contains(why), "{bad}: {v}");
+        }
+        let e = cli_commands(&show(&["show clock", "reload"], &[])).unwrap_err();
+        assert_eq!(e.reason(), "CommandNotAllowed");
+        assert!(
+            e.to_string()
+                .starts_with("spec.operation.commands[1] \"reload\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn config_diff_and_packet_capture_commands() {
+        let mut op = show(&[], &[]);
+        op.kind = OperationKind::ConfigDiff;
+        assert_eq!(cli_commands(&op).unwrap(), ["show running-config"]);
+        op.args
+            .insert("command".into(), "show startup-config".into());
+        assert_eq!(cli_commands(&op).unwrap(), ["show startup-config"]);
+        op.args.insert("command".into(), "copy run start".into());
+        assert_eq!(cli_commands(&op).unwrap_err().reason(), "CommandNotAllowed");
+        let mut op = show(&[], &[("capture", "cap-1")]);
+        op.kind = OperationKind::PacketCapture;
+        assert_eq!(
+            cli_commands(&op).unwrap(),
+            ["show monitor capture cap-1 buffer dump"]
+        );
+        op.args.insert("name".into(), "a b".into());
+        assert_eq!(cli_commands(&op).unwrap_err().reason(), "InvalidArguments");
+    }
+
+    #[test]
+    fn diffs_ignore_volatile_lines() {
+        let base = "Building configuration...\n\nCurrent configuration : 10 bytes\n! Last configuration change at 1\nhostname sw1\n!\nend\n";
+        let same = "Building configuration...\n\nCurrent configuration : 99 bytes\n! Last configuration change at 2\r\nhostname sw1\n!\nend\n";
+        assert_eq!(config_diff(base, same), ("no differences\n".into(), 0, 0));
+        let changed = base.replace("hostname sw1", "hostname sw2");
+        let (d, removed, added) = config_diff(base, &changed);
+        assert_eq!((removed, added), (1, 1));
+        assert!(d.starts_with("--- baseline\n+++ observed\n@@"), "{d}");
+        assert!(d.contains("\n-hostname sw1\n+hostname sw2\n"), "{d}");
+    }
+
+    fn out(command: &str, text: &str, error: Option<&str>) -> CommandOutput {
+        CommandOutput {
+            command: command.into(),
+            text: text.into(),
+            error: error.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn cli_runs_are_judged() {
+        let op = show(&["show version", "show bogus"], &[]);
+        let cmds = cli_commands(&op).unwrap();
+        // Every answer kept; a refused command fails the operation.
+        let run = CliRun {
+            outputs: vec![
+                out("show version", "Cisco IOS XE Software\n", None),
+                out(
+                    "show bogus",
+                    "% Invalid input detected at '^' marker.\n",
+                    Some("% Invalid input detected at '^' marker."),
+                ),
+            ],
+            failure: None,
+        };
+        let (pieces, verdict) = judge_cli(&op, &cmds, run);
+        assert_eq!(pieces.len(), 2);
+        let e = verdict.unwrap_err();
+        assert_eq!(e.reason(), "CommandFailed");
+        assert!(
+            e.to_string()
+                .contains("1 of 2 commands failed; first: show bogus"),
+            "{e}"
+        );
+        // An empty show version is a failure too.
+        let run = CliRun {
+            outputs: vec![
+                out("show version", "", None),
+                out("show bogus", "x\n", None),
+            ],
+            failure: None,
+        };
+        assert_eq!(
+            judge_cli(&op, &cmds, run).1.unwrap_err().reason(),
+            "CommandFailed"
+        );
+        // A dropped session: the answered outputs, then the failing command.
+        let run = CliRun {
+            outputs: vec![out("show version", "v\n", None)],
+            failure: Some(CliError::Closed {
+                during: Some("show bogus".into()),
+                detail: "gone".into(),
+            }),
+        };
+        let (pieces, verdict) = judge_cli(&op, &cmds, run);
+        assert_eq!(verdict.unwrap_err().reason(), "SSHSessionClosed");
+        assert_eq!(pieces[1].command, "show bogus");
+        assert!(pieces[1].err.as_deref().unwrap().contains("gone"));
+        // Secrets are redacted before anything is kept.
+        let op1 = show(&["show running-config"], &[]);
+        let run = CliRun {
+            outputs: vec![out(
+                "show running-config",
+                "username a secret 9 $9$abc\nend\n",
+                None,
+            )],
+            failure: None,
+        };
+        let (pieces, verdict) = judge_cli(&op1, &cli_commands(&op1).unwrap(), run);
+        assert!(pieces[0].redacted && !pieces[0].text.as_deref().unwrap().contains("$9$abc"));
+        assert!(verdict.unwrap().ends_with("secrets redacted"));
+    }
+
+    #[test]
+    fn config_diff_against_a_baseline() {
+        let mut op = show(&[], &[("baseline", "hostname sw1\nend\n")]);
+        op.kind = OperationKind::ConfigDiff;
+        let cmds = cli_commands(&op).unwrap();
+        let run = |text: &str| CliRun {
+            outputs: vec![out("show running-config", text, None)],
+            failure: None,
+        };
+        let (pieces, verdict) = judge_cli(
+            &op,
+            &cmds,
+            run("Building configuration...\nhostname sw1\nend\n"),
+        );
+        assert_eq!(pieces[0].command, "config diff");
+        assert_eq!(pieces[0].text.as_deref(), Some("no differences\n"));
+        assert_eq!(verdict.unwrap(), "no differences from the baseline");
+        let (pieces, verdict) = judge_cli(&op, &cmds, run("hostname lab-7\nend\n"));
+        assert!(
+            pieces[0]
+                .text
+                .as_deref()
+                .unwrap()
+                .contains("+hostname lab-7")
+        );
+        assert_eq!(
+            verdict.unwrap(),
+            "1 lines removed and 1 added against the baseline"
+        );
     }
 
     #[test]
@@ -1056,14 +1862,13 @@ mod tests {
         assert_eq!(r.message.as_deref(), Some("operation is running"));
 
         let ok = Success {
-            rendered: Rendered {
-                output: "{}".into(),
-                message: "reboot inactive".into(),
-                redacted: false,
-            },
-            inline: "{}".into(),
-            truncated: false,
-            artifact_uri: None,
+            outputs: vec![OperationOutput {
+                command: "GNOIRebootStatus".into(),
+                output: Some("{}".into()),
+                ..OperationOutput::default()
+            }],
+            artifact_uris: Vec::new(),
+            message: "reboot inactive".into(),
         };
         let s = finished_status(&r, OperationKind::RebootStatus, &Ok(ok), gen_, at(3));
         assert_eq!(s.phase, Some(OperationPhase::Succeeded));
@@ -1076,7 +1881,7 @@ mod tests {
             service: client::GnoiService::File,
             detail: "x".into(),
         });
-        let f = finished_status(&r, OperationKind::FileGet, &Err(err), gen_, at(3));
+        let f = finished_status(&r, OperationKind::FileGet, &Err(err.into()), gen_, at(3));
         assert_eq!(f.phase, Some(OperationPhase::Failed));
         let c = f.conditions.iter().find(|c| c.type_ == READY).unwrap();
         assert_eq!(c.reason, "FileServiceUnsupported");

@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 
+use crate::client::cli::{CliTarget, DEFAULT_SSH_PORT, HostKeys};
 use crate::client::{Credentials, DeviceTarget, GnoiSettings, TlsMaterial, Transport};
 use crate::crd::CiscoDeviceSpec;
 use crate::crd::device::{Driver, TransportSecurity};
@@ -34,6 +35,12 @@ pub const CA_KEY: &str = "ca.crt";
 pub const CERT_KEY: &str = "tls.crt";
 /// Key of the client key in the gNOI TLS Secret.
 pub const KEY_KEY: &str = "tls.key";
+/// Key of the optional enable secret in the credential Secret.
+pub const ENABLE_SECRET_KEY: &str = "enableSecret";
+/// Key of the known_hosts text in spec.ssh.knownHostsSecretRef.
+pub const KNOWN_HOSTS_KEY: &str = "knownHosts";
+/// The OpenSSH spelling of [`KNOWN_HOSTS_KEY`], also accepted.
+pub const KNOWN_HOSTS_KEY_ALT: &str = "known_hosts";
 
 /// Why a CiscoDevice cannot be turned into a connection target.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +100,24 @@ pub enum TargetError {
         /// Its value.
         value: i32,
     },
+    /// A CLI kind on a device without host-key trust.
+    #[error(
+        "the device CLI needs host-key trust: set spec.ssh.knownHostsSecretRef (a Secret with key knownHosts), or spec.ssh.insecureAcceptAnyHostKey: true in a lab"
+    )]
+    NoSshTrust,
+    /// A CLI kind on a device without credentials.
+    #[error(
+        "the device CLI logs in with the device credentials: set spec.credentialSecretRef (key password, and username or spec.username)"
+    )]
+    NoCliCredentials,
+    /// The knownHosts text does not parse.
+    #[error("Secret {name:?} key knownHosts: {detail}")]
+    KnownHostsInvalid {
+        /// Secret name.
+        name: String,
+        /// The bad line.
+        detail: String,
+    },
     /// Reading a Secret failed.
     #[error("reading Secret {name:?}: {source}")]
     Kube {
@@ -117,6 +142,9 @@ impl TargetError {
             Self::IncompleteClientPair(_) => "incomplete_client_pair",
             Self::InsecureRefused => "insecure_refused",
             Self::BadPort { .. } => "bad_port",
+            Self::NoSshTrust => "no_ssh_trust",
+            Self::NoCliCredentials => "no_cli_credentials",
+            Self::KnownHostsInvalid { .. } => "known_hosts_invalid",
             Self::Kube { .. } => "kube",
         }
     }
@@ -133,6 +161,9 @@ impl TargetError {
             Self::IncompleteClientPair(_) => "IncompleteClientPair",
             Self::InsecureRefused => "InsecureTransportRefused",
             Self::BadPort { .. } => "InvalidPort",
+            Self::NoSshTrust => "SSHTrustNotConfigured",
+            Self::NoCliCredentials => "NoCredentials",
+            Self::KnownHostsInvalid { .. } => "SSHKnownHostsInvalid",
             Self::Kube { .. } => "SecretReadFailed",
         }
     }
@@ -147,6 +178,7 @@ impl TargetError {
                 | Self::SecretKeyNotText { .. }
                 | Self::NoUsername(_)
                 | Self::IncompleteClientPair(_)
+                | Self::KnownHostsInvalid { .. }
                 | Self::Kube { .. }
         )
     }
@@ -348,6 +380,94 @@ pub async fn resolve_target(
     )
 }
 
+/// Builds the CLI target of device `key` from its spec, its gNOI target
+/// (address and credentials) and the knownHosts Secret (pure).
+pub fn build_cli_target(
+    key: &str,
+    spec: &CiscoDeviceSpec,
+    target: &DeviceTarget,
+    credentials: Option<&SecretData>,
+    known_hosts: Option<&SecretData>,
+) -> Result<CliTarget, TargetError> {
+    let ssh = spec.ssh.clone().unwrap_or_default();
+    let port = match ssh.port {
+        Some(p) => port("spec.ssh.port", p)?,
+        None => DEFAULT_SSH_PORT,
+    };
+    let host_keys = match (&known_hosts, ssh.insecure_accept_any_host_key) {
+        (Some(secret), _) => {
+            let text = match secret.text(KNOWN_HOSTS_KEY)? {
+                Some(t) => t,
+                None => secret
+                    .required(KNOWN_HOSTS_KEY_ALT, "SSH known hosts of the device CLI")
+                    .map_err(|_| TargetError::SecretKeyMissing {
+                        name: secret.name.clone(),
+                        key: KNOWN_HOSTS_KEY,
+                        purpose: "SSH known hosts of the device CLI",
+                    })?,
+            };
+            crate::client::known_hosts::parse(&text).map_err(|e| {
+                TargetError::KnownHostsInvalid {
+                    name: secret.name.clone(),
+                    detail: e.to_string(),
+                }
+            })?;
+            HostKeys::Known(text)
+        }
+        (None, true) => HostKeys::InsecureAcceptAny,
+        (None, false) => return Err(TargetError::NoSshTrust),
+    };
+    let creds = target
+        .credentials
+        .as_ref()
+        .ok_or(TargetError::NoCliCredentials)?;
+    let enable_secret = match credentials {
+        Some(c) => c.text(ENABLE_SECRET_KEY)?,
+        None => None,
+    };
+    Ok(CliTarget {
+        device: key.to_owned(),
+        host: target.address.clone(),
+        port,
+        username: creds.username.clone(),
+        password: creds.password.clone(),
+        enable_secret,
+        host_keys,
+    })
+}
+
+/// Reads the Secrets `spec` references and builds both the gNOI target and
+/// the CLI target of device `namespace/name`.
+pub async fn resolve_cli_target(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    spec: &CiscoDeviceSpec,
+    settings: &GnoiSettings,
+) -> Result<CliTarget, TargetError> {
+    let target = resolve_target(client, namespace, name, spec, settings).await?;
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let credentials = match &spec.credential_secret_ref {
+        Some(r) => Some(read_secret(&api, &r.name, "device credentials").await?),
+        None => None,
+    };
+    let known = match spec
+        .ssh
+        .as_ref()
+        .and_then(|s| s.known_hosts_secret_ref.as_ref())
+    {
+        Some(r) => Some(read_secret(&api, &r.name, "SSH known hosts of the device CLI").await?),
+        None => None,
+    };
+    build_cli_target(
+        &device_key(namespace, name),
+        spec,
+        &target,
+        credentials.as_ref(),
+        known.as_ref(),
+    )
+}
+
 /// Key of a device in the client pool and the capability cache.
 pub fn device_key(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")
@@ -368,7 +488,64 @@ mod tests {
             credential_secret_ref: None,
             tls: None,
             gnoi: None,
+            ssh: None,
         }
+    }
+
+    #[test]
+    fn cli_targets_need_trust_and_credentials() {
+        use crate::crd::device::SshConfig;
+        const KEY: &str =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+        let mut s = spec();
+        s.credential_secret_ref = Some(LocalObjectRef::new("creds"));
+        let creds = secret(
+            "creds",
+            &[
+                ("username", "ops"),
+                ("password", "pw"),
+                ("enableSecret", "en"),
+            ],
+        );
+        let t = build_target("ns/sw", &s, Some(&creds), None, &GnoiSettings::default()).unwrap();
+        // No spec.ssh: no trust, no CLI.
+        let e = build_cli_target("ns/sw", &s, &t, Some(&creds), None).unwrap_err();
+        assert_eq!(e.reason(), "SSHTrustNotConfigured");
+        assert!(
+            e.to_string().contains("spec.ssh.knownHostsSecretRef"),
+            "{e}"
+        );
+        s.ssh = Some(SshConfig {
+            port: Some(2222),
+            known_hosts_secret_ref: Some(LocalObjectRef::new("kh")),
+            insecure_accept_any_host_key: false,
+        });
+        let kh = secret(
+            "kh",
+            &[("known_hosts", &format!("[192.0.2.10]:2222 {KEY}\n"))],
+        );
+        let c = build_cli_target("ns/sw", &s, &t, Some(&creds), Some(&kh)).unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("192.0.2.10", 2222));
+        assert_eq!((c.username.as_str(), c.password.as_str()), ("ops", "pw"));
+        assert_eq!(c.enable_secret.as_deref(), Some("en"));
+        assert!(matches!(c.host_keys, HostKeys::Known(_)));
+        let bad = secret("kh", &[("knownHosts", "host ssh-ed25519\n")]);
+        let e = build_cli_target("ns/sw", &s, &t, Some(&creds), Some(&bad)).unwrap_err();
+        assert_eq!(e.reason(), "SSHKnownHostsInvalid");
+        assert!(e.to_string().contains("line 1"), "{e}");
+        let empty = secret("kh", &[]);
+        let e = build_cli_target("ns/sw", &s, &t, Some(&creds), Some(&empty)).unwrap_err();
+        assert!(e.to_string().contains("knownHosts"), "{e}");
+        s.ssh = Some(SshConfig {
+            insecure_accept_any_host_key: true,
+            ..SshConfig::default()
+        });
+        let c = build_cli_target("ns/sw", &s, &t, Some(&creds), None).unwrap();
+        assert_eq!((c.port, &c.host_keys), (22, &HostKeys::InsecureAcceptAny));
+        // No credentials: refused.
+        let anon = build_target("ns/sw", &spec(), None, None, &GnoiSettings::default()).unwrap();
+        let e = build_cli_target("ns/sw", &s, &anon, None, None).unwrap_err();
+        assert_eq!(e.reason(), "NoCredentials");
     }
 
     fn secret(name: &str, pairs: &[(&str, &str)]) -> SecretData {

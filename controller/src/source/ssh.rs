@@ -11,129 +11,13 @@
 
 use std::sync::{Arc, Mutex};
 
-use hmac::{KeyInit, Mac};
 use russh::keys::{PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::cache::Sink;
 use super::url::{Scheme, SourceUrl};
 use super::{SourceError, SourceSettings, UrlCredentials};
-
-/// One known_hosts line, parsed.
-#[derive(Debug, Clone)]
-struct KnownHost {
-    patterns: String,
-    revoked: bool,
-    key: PublicKey,
-}
-
-/// Parses known_hosts text; `@cert-authority` lines are skipped, bad lines
-/// are errors naming the line.
-fn parse_known_hosts(text: &str) -> Result<Vec<KnownHost>, SourceError> {
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let mut fields = line.split_whitespace().peekable();
-        let mut revoked = false;
-        if let Some(m) = fields.peek()
-            && m.starts_with('@')
-        {
-            match *m {
-                "@revoked" => revoked = true,
-                _ => continue,
-            }
-            fields.next();
-        }
-        let bad = |why: &str| SourceError::Credentials {
-            key: "knownHosts".into(),
-            reason: format!("line {}: {why}", i + 1),
-        };
-        let patterns = fields.next().ok_or_else(|| bad("no host field"))?;
-        let algo = fields.next().ok_or_else(|| bad("no key type"))?;
-        let b64 = fields.next().ok_or_else(|| bad("no key"))?;
-        let key = PublicKey::from_openssh(&format!("{algo} {b64}"))
-            .map_err(|e| bad(&format!("key does not parse: {e}")))?;
-        out.push(KnownHost {
-            patterns: patterns.to_owned(),
-            revoked,
-            key,
-        });
-    }
-    Ok(out)
-}
-
-/// Whether a known_hosts host field names `host` on `port`: plain names,
-/// `[host]:port`, and hashed `|1|salt|hash` entries.
-fn host_matches(patterns: &str, host: &str, port: u16) -> bool {
-    let name = if port == 22 {
-        host.to_owned()
-    } else {
-        format!("[{host}]:{port}")
-    };
-    patterns.split(',').any(|p| {
-        if let Some(rest) = p.strip_prefix("|1|") {
-            let mut parts = rest.split('|');
-            let (Some(salt), Some(hash)) = (parts.next(), parts.next()) else {
-                return false;
-            };
-            use base64::Engine;
-            let b64 = base64::engine::general_purpose::STANDARD;
-            let (Ok(salt), Ok(hash)) = (b64.decode(salt), b64.decode(hash)) else {
-                return false;
-            };
-            let Ok(mac) = hmac::Hmac::<sha1::Sha1>::new_from_slice(&salt) else {
-                return false;
-            };
-            mac.chain_update(name.as_bytes())
-                .verify_slice(&hash)
-                .is_ok()
-        } else {
-            p.eq_ignore_ascii_case(&name)
-        }
-    })
-}
-
-/// The verdict on a host key offered by a server.
-fn check_host_key(
-    known: &[KnownHost],
-    host: &str,
-    port: u16,
-    offered: &PublicKey,
-) -> Result<(), String> {
-    let fp = offered.fingerprint(Default::default());
-    let mut named = false;
-    for k in known
-        .iter()
-        .filter(|k| host_matches(&k.patterns, host, port))
-    {
-        if k.key.key_data() == offered.key_data() {
-            if k.revoked {
-                return Err(format!("key {fp} is marked @revoked in knownHosts"));
-            }
-            return Ok(());
-        }
-        named |= !k.revoked;
-    }
-    Err(if named {
-        format!(
-            "the server offered {} key {fp}, which differs from the knownHosts entries for this host",
-            offered.algorithm()
-        )
-    } else {
-        format!(
-            "no knownHosts entry names {}; the server offered {} key {fp}",
-            if port == 22 {
-                host.to_owned()
-            } else {
-                format!("[{host}]:{port}")
-            },
-            offered.algorithm()
-        )
-    })
-}
+use crate::client::known_hosts::{self, KnownHost};
 
 struct Client {
     host: String,
@@ -157,7 +41,7 @@ impl russh::client::Handler for Client {
             PublicKeyOrCertificate::PublicKey { key, .. } => key.clone(),
             PublicKeyOrCertificate::Certificate(c) => PublicKey::from(c.public_key().clone()),
         };
-        match check_host_key(known, &self.host, self.port, &offered) {
+        match known_hosts::check(known, &self.host, self.port, &offered) {
             Ok(()) => Ok(true),
             Err(why) => {
                 *self.rejected.lock().unwrap() = Some(why);
@@ -196,7 +80,12 @@ pub(crate) async fn fetch(
         let text = credentials
             .and_then(|c| c.known_hosts.as_deref())
             .ok_or(SourceError::MissingKnownHosts)?;
-        Some(parse_known_hosts(text)?)
+        Some(
+            known_hosts::parse(text).map_err(|e| SourceError::Credentials {
+                key: "knownHosts".into(),
+                reason: e.to_string(),
+            })?,
+        )
     };
     let creds = credentials.ok_or_else(|| SourceError::Credentials {
         key: "username".into(),
@@ -506,68 +395,6 @@ async fn scp(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const KEY: &str =
-        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
-    const OTHER: &str =
-        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGGQSAsZcH1+XQGW7PhdXB4YoY/3+3Ppk3sT1bHyD0Ri";
-
-    #[test]
-    fn known_hosts_match_plain_bracketed_and_hashed_names() {
-        assert!(host_matches(
-            "files.example.com,10.0.0.1",
-            "files.example.com",
-            22
-        ));
-        assert!(!host_matches(
-            "files.example.com",
-            "files.example.com",
-            2222
-        ));
-        assert!(host_matches("[127.0.0.1]:2222", "127.0.0.1", 2222));
-        // `ssh-keygen -H` form of "[127.0.0.1]:2222" with a fixed salt.
-        use base64::Engine;
-        let b64 = base64::engine::general_purpose::STANDARD;
-        let salt = [7u8; 20];
-        let mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(&salt)
-            .unwrap()
-            .chain_update(b"[127.0.0.1]:2222")
-            .finalize()
-            .into_bytes();
-        let hashed = format!("|1|{}|{}", b64.encode(salt), b64.encode(mac));
-        assert!(host_matches(&hashed, "127.0.0.1", 2222));
-        assert!(!host_matches(&hashed, "127.0.0.1", 2223));
-    }
-
-    #[test]
-    fn host_key_verdicts() {
-        let known = parse_known_hosts(&format!(
-            "# comment\n[127.0.0.1]:2222 {KEY}\n@cert-authority *.example.com {OTHER}\n"
-        ))
-        .unwrap();
-        assert_eq!(known.len(), 1);
-        let key = PublicKey::from_openssh(KEY).unwrap();
-        let other = PublicKey::from_openssh(OTHER).unwrap();
-        check_host_key(&known, "127.0.0.1", 2222, &key).unwrap();
-        let e = check_host_key(&known, "127.0.0.1", 2222, &other).unwrap_err();
-        assert!(e.contains("differs"), "{e}");
-        let e = check_host_key(&known, "127.0.0.1", 22, &key).unwrap_err();
-        assert!(e.contains("no knownHosts entry names 127.0.0.1"), "{e}");
-        let revoked = parse_known_hosts(&format!("@revoked [127.0.0.1]:2222 {KEY}\n")).unwrap();
-        let e = check_host_key(&revoked, "127.0.0.1", 2222, &key).unwrap_err();
-        assert!(e.contains("@revoked"), "{e}");
-    }
-
-    #[test]
-    fn bad_known_hosts_lines_are_named() {
-        let e = parse_known_hosts("host ssh-ed25519\n").unwrap_err();
-        assert!(
-            e.to_string().contains("knownHosts") && e.to_string().contains("line 1"),
-            "{e}"
-        );
-        let e = parse_known_hosts("\nhost ssh-ed25519 AAAA!!\n").unwrap_err();
-        assert!(e.to_string().contains("line 2"), "{e}");
-    }
 
     #[test]
     fn quoting_and_paths() {
