@@ -175,7 +175,7 @@ impl CliSession {
             }
             "running-config" => {
                 extra(words, 2, line)?;
-                render_running_config(&snap)
+                running_config(&snap)
             }
             "install" => {
                 pick(&["summary"], need(words, 2)?, 2, line)?;
@@ -482,7 +482,9 @@ fn render_install_summary(s: &DeviceSnapshot) -> String {
     out
 }
 
-fn render_running_config(s: &DeviceSnapshot) -> String {
+/// `show running-config` as the device prints it (the CLI and anyone who
+/// needs the exact text, such as a config-diff baseline).
+pub fn running_config(s: &DeviceSnapshot) -> String {
     let body = format!(
         "!\n\
          ! Last configuration change at {clock}\n\

@@ -80,6 +80,9 @@ pub struct CliTarget {
     pub password: String,
     /// Secret for `enable` when the login lands in user exec (`>`).
     pub enable_secret: Option<String>,
+    /// OpenSSH private key (unencrypted): public-key login is tried first,
+    /// then the password (never logged).
+    pub private_key: Option<String>,
     /// Host-key trust.
     pub host_keys: HostKeys,
 }
@@ -95,6 +98,7 @@ impl fmt::Debug for CliTarget {
                 "enable_secret",
                 &self.enable_secret.as_ref().map(|_| "<set>"),
             )
+            .field("private_key", &self.private_key.as_ref().map(|_| "<set>"))
             .field("host_keys", &self.host_keys)
             .finish_non_exhaustive()
     }
@@ -261,6 +265,11 @@ pub fn trailing_prompt(text: &str) -> Option<(&str, char)> {
 /// prompt removed, and the error line recognised (pure).
 pub fn clean_output(command: &str, raw: &str) -> CommandOutput {
     let norm = raw.replace("\r\n", "\n").replace('\r', "");
+    let norm = if norm.contains('\u{8}') || norm.contains("--More--") {
+        norm.split('\n').map(unpage).collect::<Vec<_>>().join("\n")
+    } else {
+        norm
+    };
     let mut lines: Vec<&str> = norm.split('\n').collect();
     // The trailing prompt.
     if lines.last().is_some_and(|l| trailing_prompt(l).is_some()) {
@@ -291,6 +300,26 @@ pub fn clean_output(command: &str, raw: &str) -> CommandOutput {
         command: command.to_owned(),
         text,
         error,
+    }
+}
+
+/// One line as the terminal shows it: backspaces erase the character
+/// before them (IOS-XE erases its ` --More-- ` pager mark that way), and a
+/// pager mark left at the start of the line is removed.
+fn unpage(line: &str) -> String {
+    let mut out: Vec<char> = Vec::with_capacity(line.len());
+    for c in line.chars() {
+        if c == '\u{8}' {
+            out.pop();
+        } else {
+            out.push(c);
+        }
+    }
+    let text: String = out.into_iter().collect();
+    let trimmed = text.trim_start();
+    match trimmed.strip_prefix("--More--") {
+        Some(rest) => rest.trim_start().to_owned(),
+        None => text,
     }
 }
 
@@ -393,14 +422,44 @@ impl CliSession {
                 return Err(unreachable(format!("SSH handshake: {e}")));
             }
         };
-        let auth = tokio::time::timeout(
-            settings.connect_timeout,
-            handle.authenticate_password(&target.username, target.password.clone()),
-        )
-        .await
-        .map_err(|_| unreachable("the SSH login timed out".into()))?
-        .map_err(|e| unreachable(format!("SSH login: {e}")))?;
-        if !auth.success() {
+        let mut logged_in = false;
+        if let Some(text) = &target.private_key {
+            let key =
+                russh::keys::PrivateKey::from_openssh(text).map_err(|e| CliError::AuthFailed {
+                    addr: addr.clone(),
+                    user: format!("{} (sshPrivateKey does not parse: {e})", target.username),
+                })?;
+            let login = async {
+                let hash = match handle.best_supported_rsa_hash().await {
+                    Ok(h) => h.flatten(),
+                    Err(_) => None,
+                };
+                let key = russh::keys::PrivateKeyWithHashAlg::new(Arc::new(key), hash);
+                handle.authenticate_publickey(&target.username, key).await
+            };
+            let auth = tokio::time::timeout(settings.connect_timeout, login)
+                .await
+                .map_err(|_| unreachable("the SSH login timed out".into()))?
+                .map_err(|e| unreachable(format!("SSH public-key login: {e}")))?;
+            logged_in = auth.success();
+        }
+        if !logged_in && !target.password.is_empty() {
+            let auth = tokio::time::timeout(
+                settings.connect_timeout,
+                handle.authenticate_password(&target.username, target.password.clone()),
+            )
+            .await
+            .map_err(|_| unreachable("the SSH login timed out".into()))?
+            .map_err(|e| unreachable(format!("SSH login: {e}")))?;
+            logged_in = auth.success();
+        }
+        if !logged_in && handle.is_closed() {
+            // Not a refusal: the server dropped the connection mid-login.
+            return Err(unreachable(
+                "the device closed the connection during the SSH login".into(),
+            ));
+        }
+        if !logged_in {
             return Err(CliError::AuthFailed {
                 addr,
                 user: target.username.clone(),
@@ -468,7 +527,19 @@ impl CliSession {
             .await?;
         if text.trim_end().ends_with("Password:") {
             self.send(&format!("{secret}\n")).await?;
-            let after = self.read_to_prompt("enable").await?;
+            let after = self
+                .read_until("enable", |t| {
+                    t.trim_end().ends_with("Password:") || trailing_prompt(t).is_some()
+                })
+                .await?;
+            if after.trim_end().ends_with("Password:") {
+                // Asked again: the secret is wrong. The session is left
+                // mid-prompt and is not reused.
+                self.broken = true;
+                return Err(CliError::EnableFailed(
+                    "the enable secret was refused (Password: asked again)".into(),
+                ));
+            }
             let privileged = trailing_prompt(&after).is_some_and(|(_, m)| m == '#');
             if !privileged {
                 return Err(CliError::EnableFailed(
@@ -808,6 +879,15 @@ pub struct PooledSession {
     pool: CliPool,
 }
 
+impl fmt::Debug for PooledSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PooledSession")
+            .field("device", &self.target.device)
+            .field("session", &self.session)
+            .finish_non_exhaustive()
+    }
+}
+
 impl PooledSession {
     /// Runs one command (see [`CliSession::run`]), counted by outcome.
     pub async fn run(&mut self, command: &str) -> Result<CommandOutput, CliError> {
@@ -846,6 +926,17 @@ impl PooledSession {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pager_marks_and_their_erasure_are_removed() {
+        let erase = format!("{0}{1}{0}", "\u{8}".repeat(10), " ".repeat(10));
+        let raw = format!(
+            "show x\r\nline 1\r\nline 2\r\n --More-- {erase}line 3\r\n --More-- line 4\r\nsw1#"
+        );
+        let o = clean_output("show x", &raw);
+        assert_eq!(o.text, "line 1\nline 2\nline 3\nline 4\n");
+        assert_eq!(o.error, None);
+    }
 
     #[test]
     fn prompts_are_found_only_at_the_end() {
@@ -910,10 +1001,14 @@ mod tests {
             username: "u".into(),
             password: "pw".into(),
             enable_secret: Some("en".into()),
+            private_key: Some("-----BEGIN OPENSSH PRIVATE KEY-----".into()),
             host_keys: HostKeys::InsecureAcceptAny,
         };
         assert_eq!(t.authority(), "[::1]:22");
         let dbg = format!("{t:?}");
-        assert!(!dbg.contains("pw") && !dbg.contains("\"en\""), "{dbg}");
+        assert!(
+            !dbg.contains("pw") && !dbg.contains("\"en\"") && !dbg.contains("OPENSSH"),
+            "{dbg}"
+        );
     }
 }

@@ -981,7 +981,12 @@ pub fn judge_cli(
             let message = if removed + added == 0 {
                 format!("no differences from the baseline{suffix}")
             } else {
-                format!("{removed} lines removed and {added} added against the baseline{suffix}")
+                let lines = |n: usize| if n == 1 { "line" } else { "lines" };
+                format!(
+                    "{removed} {} removed and {added} {} added against the baseline{suffix}",
+                    lines(removed),
+                    lines(added)
+                )
             };
             (pieces, Ok(message))
         }
@@ -1826,7 +1831,7 @@ mod tests {
         );
         assert_eq!(
             verdict.unwrap(),
-            "1 lines removed and 1 added against the baseline"
+            "1 line removed and 1 line added against the baseline"
         );
     }
 

@@ -37,6 +37,9 @@ pub const CERT_KEY: &str = "tls.crt";
 pub const KEY_KEY: &str = "tls.key";
 /// Key of the optional enable secret in the credential Secret.
 pub const ENABLE_SECRET_KEY: &str = "enableSecret";
+/// Key of an OpenSSH private key in the credential Secret: the CLI logs in
+/// with it (public-key authentication) before trying the password.
+pub const SSH_PRIVATE_KEY_KEY: &str = "sshPrivateKey";
 /// Key of the known_hosts text in spec.ssh.knownHostsSecretRef.
 pub const KNOWN_HOSTS_KEY: &str = "knownHosts";
 /// The OpenSSH spelling of [`KNOWN_HOSTS_KEY`], also accepted.
@@ -118,6 +121,16 @@ pub enum TargetError {
         /// The bad line.
         detail: String,
     },
+    /// The sshPrivateKey value is not an unencrypted OpenSSH private key.
+    #[error(
+        "Secret {name:?} key sshPrivateKey: {detail} (an unencrypted OpenSSH private key is expected)"
+    )]
+    SshKeyInvalid {
+        /// Secret name.
+        name: String,
+        /// Why it did not parse.
+        detail: String,
+    },
     /// Reading a Secret failed.
     #[error("reading Secret {name:?}: {source}")]
     Kube {
@@ -145,6 +158,7 @@ impl TargetError {
             Self::NoSshTrust => "no_ssh_trust",
             Self::NoCliCredentials => "no_cli_credentials",
             Self::KnownHostsInvalid { .. } => "known_hosts_invalid",
+            Self::SshKeyInvalid { .. } => "ssh_key_invalid",
             Self::Kube { .. } => "kube",
         }
     }
@@ -164,6 +178,7 @@ impl TargetError {
             Self::NoSshTrust => "SSHTrustNotConfigured",
             Self::NoCliCredentials => "NoCredentials",
             Self::KnownHostsInvalid { .. } => "SSHKnownHostsInvalid",
+            Self::SshKeyInvalid { .. } => "SSHKeyInvalid",
             Self::Kube { .. } => "SecretReadFailed",
         }
     }
@@ -179,6 +194,7 @@ impl TargetError {
                 | Self::NoUsername(_)
                 | Self::IncompleteClientPair(_)
                 | Self::KnownHostsInvalid { .. }
+                | Self::SshKeyInvalid { .. }
                 | Self::Kube { .. }
         )
     }
@@ -421,10 +437,24 @@ pub fn build_cli_target(
         .credentials
         .as_ref()
         .ok_or(TargetError::NoCliCredentials)?;
-    let enable_secret = match credentials {
-        Some(c) => c.text(ENABLE_SECRET_KEY)?,
-        None => None,
+    let (enable_secret, private_key) = match credentials {
+        Some(c) => (c.text(ENABLE_SECRET_KEY)?, c.text(SSH_PRIVATE_KEY_KEY)?),
+        None => (None, None),
     };
+    if let (Some(text), Some(c)) = (&private_key, credentials) {
+        let key = russh::keys::PrivateKey::from_openssh(text).map_err(|e| {
+            TargetError::SshKeyInvalid {
+                name: c.name.clone(),
+                detail: e.to_string(),
+            }
+        })?;
+        if key.is_encrypted() {
+            return Err(TargetError::SshKeyInvalid {
+                name: c.name.clone(),
+                detail: "the key is encrypted with a passphrase".into(),
+            });
+        }
+    }
     Ok(CliTarget {
         device: key.to_owned(),
         host: target.address.clone(),
@@ -432,6 +462,7 @@ pub fn build_cli_target(
         username: creds.username.clone(),
         password: creds.password.clone(),
         enable_secret,
+        private_key,
         host_keys,
     })
 }

@@ -370,6 +370,10 @@ async fn setup(
             password: Some(SIM_PASSWORD.into()),
             sim: None,
             version: None,
+            ssh_port: None,
+            known_hosts: None,
+            ssh_trust: Default::default(),
+            enable_secret: None,
         };
         create_device(&client, &ns, &device).await?;
     }

@@ -114,6 +114,28 @@ pub struct DeviceSpec {
     /// The inventory entry to use on the hardware target (default: `name`).
     #[serde(default)]
     pub inventory: Option<String>,
+    /// How the CiscoDevice trusts the switch's SSH host key (`spec.ssh`).
+    #[serde(default)]
+    pub ssh_trust: SshTrust,
+    /// The simulator's CLI user starts at `>` and `enable` asks for this
+    /// secret; the runner puts it in the credential Secret as
+    /// `enableSecret` (sim only; on hardware the inventory's).
+    #[serde(default)]
+    pub enable_secret: Option<String>,
+}
+
+/// Host-key trust the runner gives a CiscoDevice's SSH CLI.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SshTrust {
+    /// The switch's own key, in a `knownHosts` Secret.
+    #[default]
+    Known,
+    /// A freshly generated key that is not the switch's: the controller
+    /// must refuse the connection (`SSHHostKeyRejected`).
+    Wrong,
+    /// `insecureAcceptAnyHostKey: true`.
+    Insecure,
 }
 
 /// An object to apply (inline YAML or a file relative to the scenario) or
@@ -141,6 +163,11 @@ pub struct Resource {
     /// (sim target): e.g. the OS.Install that a transfer opens.
     #[serde(default)]
     pub when_called: Option<CallTrigger>,
+    /// The API server must refuse this manifest (CEL/OpenAPI validation)
+    /// with a message that contains this text; accepting it fails the
+    /// scenario.
+    #[serde(default)]
+    pub refused: Option<String>,
 }
 
 /// A point in a scenario: a simulated device's journal holds a call of a
@@ -186,6 +213,11 @@ pub struct TimelineStep {
     /// connections are cut, and it comes back after the outage.
     #[serde(default)]
     pub reboot: Option<RebootStep>,
+    /// Change the device's state now (sim only), in the simulator's
+    /// state-patch format, as the control API's `PATCH .../state` does
+    /// (`{ hostname: core-sw1 }` changes what `show running-config` prints).
+    #[serde(default)]
+    pub state: Option<serde_json::Value>,
 }
 
 /// A reboot of a simulated device, as a power cycle or a `reload` from the
@@ -208,6 +240,7 @@ impl TimelineStep {
         usize::from(self.inject.is_some())
             + usize::from(self.clear_faults)
             + usize::from(self.reboot.is_some())
+            + usize::from(self.state.is_some())
     }
 }
 
@@ -243,6 +276,30 @@ pub struct Expectation {
     /// Journal counts on a device (sim only).
     #[serde(default)]
     pub journal: Option<JournalExpectation>,
+    /// A ConfigMap of the scenario's namespace (an operation's spilled
+    /// output), read once the objects have settled.
+    #[serde(default)]
+    pub config_map: Option<ConfigMapExpectation>,
+}
+
+/// What a ConfigMap must hold.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ConfigMapExpectation {
+    pub name: String,
+    /// The data key (default `output`).
+    #[serde(default = "default_output_key")]
+    pub key: String,
+    /// Text the value contains.
+    #[serde(default)]
+    pub contains: Option<String>,
+    /// The value is at least this many bytes.
+    #[serde(default)]
+    pub min_bytes: Option<usize>,
+}
+
+fn default_output_key() -> String {
+    "output".into()
 }
 
 /// A condition on the final status.
@@ -395,6 +452,19 @@ pub fn parse(path: &Path, text: &str) -> Result<LoadedScenario, ScenarioError> {
         if let Some(d) = &r.delete {
             check_object_ref(d).map_err(|m| fail(format!("resources[{i}].delete: {m}")))?;
         }
+        match &r.refused {
+            Some(_) if r.delete.is_some() => {
+                return Err(fail(format!(
+                    "resources[{i}].refused: a delete cannot be refused by validation"
+                )));
+            }
+            Some(t) if t.trim().is_empty() => {
+                return Err(fail(format!(
+                    "resources[{i}].refused: give the text the refusal must contain"
+                )));
+            }
+            _ => {}
+        }
         let triggers = [r.after.is_some(), r.when.is_some(), r.when_called.is_some()];
         if triggers.iter().filter(|t| **t).count() > 1 {
             return Err(fail(format!(
@@ -420,7 +490,7 @@ pub fn parse(path: &Path, text: &str) -> Result<LoadedScenario, ScenarioError> {
         }
         if t.action_count() != 1 {
             return Err(fail(format!(
-                "timeline[{i}]: give exactly one of inject, clearFaults or reboot"
+                "timeline[{i}]: give exactly one of inject, clearFaults, reboot or state"
             )));
         }
         if t.reboot.as_ref().and_then(|r| r.ms) == Some(0) {
@@ -440,11 +510,16 @@ pub fn parse(path: &Path, text: &str) -> Result<LoadedScenario, ScenarioError> {
         ));
     }
     for (i, e) in scenario.expect.iter().enumerate() {
-        match (&e.object, &e.journal) {
-            (Some(o), None) => {
+        match (&e.object, &e.journal, &e.config_map) {
+            (Some(o), None, None) => {
                 check_object_ref(o).map_err(|m| fail(format!("expect[{i}].object: {m}")))?
             }
-            (None, Some(j)) => {
+            (None, None, Some(c)) => {
+                if c.name.trim().is_empty() {
+                    return Err(fail(format!("expect[{i}].configMap.name: is empty")));
+                }
+            }
+            (None, Some(j), None) => {
                 known_device(&j.device, &format!("expect[{i}].journal.device")).map_err(fail)?;
                 if j.count.is_none() && j.min.is_none() && j.max.is_none() {
                     return Err(fail(format!("expect[{i}].journal: give count, min or max")));
@@ -452,7 +527,7 @@ pub fn parse(path: &Path, text: &str) -> Result<LoadedScenario, ScenarioError> {
             }
             _ => {
                 return Err(fail(format!(
-                    "expect[{i}]: give exactly one of object or journal"
+                    "expect[{i}]: give exactly one of object, journal or configMap"
                 )));
             }
         }

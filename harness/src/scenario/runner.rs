@@ -27,7 +27,7 @@ use kube::{Api, Client};
 use serde_json::json;
 use tokio::process::{Child, Command};
 
-use super::model::{Expectation, LoadedScenario, PhaseTrigger};
+use super::model::{Expectation, LoadedScenario, PhaseTrigger, SshTrust};
 use super::target::{PreparedDevice, Target, release};
 use super::template::Vars;
 use crate::testing::TestNamespace;
@@ -234,6 +234,18 @@ async fn run_inner(
             if let Some(v) = &d.version {
                 vars.set(format!("{p}.version"), v.clone());
             }
+            if let Some(port) = d.ssh_port {
+                vars.set(format!("{p}.sshPort"), port.to_string());
+            }
+            if let Some(sim) = &d.sim {
+                // Quoted (a JSON string is a YAML double-quoted scalar), so
+                // the multi-line text can stand as any YAML value.
+                let text = iosxe_sim::cli::running_config(&sim.handle.snapshot());
+                vars.set(
+                    format!("{p}.runningConfig"),
+                    serde_json::Value::String(text).to_string(),
+                );
+            }
         }
         let images = serve_images(s, &client, ns.name(), &devices, log_dir, &mut vars).await?;
         let ca_file = images.as_ref().map(|i| i.ca_file.as_path());
@@ -253,6 +265,51 @@ fn truncate(s: &str, n: usize) -> &str {
     s[..s.len().min(n)].trim_end_matches('-')
 }
 
+/// The CiscoDevice's `spec.ssh` for the scenario's host-key trust, with its
+/// known_hosts Secret created; none when the switch serves no CLI or its
+/// key is not known.
+async fn ssh_spec(
+    secrets: &Api<Secret>,
+    d: &PreparedDevice,
+) -> Result<Option<serde_json::Value>, String> {
+    let Some(port) = d.ssh_port else {
+        return Ok(None);
+    };
+    let known_hosts = match d.ssh_trust {
+        SshTrust::Insecure => {
+            return Ok(Some(
+                json!({ "port": port, "insecureAcceptAnyHostKey": true }),
+            ));
+        }
+        SshTrust::Known => match &d.known_hosts {
+            Some(k) => k.clone(),
+            None => return Ok(None),
+        },
+        SshTrust::Wrong => {
+            let (_, public) = iosxe_sim::image_servers::ssh::generate_ed25519();
+            let host = if port == 22 {
+                d.address.clone()
+            } else {
+                format!("[{}]:{port}", d.address)
+            };
+            format!("{host} {public}\n")
+        }
+    };
+    let name = format!("{}-ssh-known-hosts", d.name);
+    let secret =
+        json!({ "metadata": { "name": name }, "stringData": { "knownHosts": known_hosts } });
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(secret).map_err(|e| e.to_string())?,
+        )
+        .await
+        .map_err(|e| format!("creating Secret {name}: {e}"))?;
+    Ok(Some(
+        json!({ "port": port, "knownHostsSecretRef": { "name": name } }),
+    ))
+}
+
 pub(crate) async fn create_device(
     client: &Client,
     ns: &str,
@@ -265,6 +322,9 @@ pub(crate) async fn create_device(
     }
     if let Some(p) = &d.password {
         data.insert("password".to_owned(), p.clone());
+    }
+    if let Some(e) = &d.enable_secret {
+        data.insert("enableSecret".to_owned(), e.clone());
     }
     let cred = format!("{}-credentials", d.name);
     let secret = json!({ "metadata": { "name": cred }, "stringData": data });
@@ -297,7 +357,7 @@ pub(crate) async fn create_device(
         }
         gnoi["tls"] = tls;
     }
-    let device = json!({
+    let mut device = json!({
         "apiVersion": "cisco.vk/v1alpha1",
         "kind": "CiscoDevice",
         "metadata": { "name": d.name },
@@ -308,6 +368,9 @@ pub(crate) async fn create_device(
             "gnoi": gnoi,
         }
     });
+    if let Some(ssh) = ssh_spec(&secrets, d).await? {
+        device["spec"]["ssh"] = ssh;
+    }
     let gvk = GroupVersionKind::gvk("cisco.vk", "v1alpha1", "CiscoDevice");
     let api: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), ns, &ApiResource::from_gvk(&gvk));
@@ -491,26 +554,8 @@ async fn drive(
             say(line);
         }
         let elapsed = start.elapsed();
-        // Resources whose time has come.
-        let mut due = Vec::new();
-        {
-            let o = observed.lock().expect("observed");
-            pending_resources.retain(|&i| {
-                let r = &sc.resources[i];
-                let ready = r.after.is_none_or(|a| elapsed >= a)
-                    && r.when.as_ref().is_none_or(|w| reached(&o, w))
-                    && r.when_called.as_ref().is_none_or(|c| called(devices, c));
-                if ready {
-                    due.push(i);
-                }
-                !ready
-            });
-        }
-        for i in due {
-            apply_resource(client, &resolver, ns, s, i, vars).await?;
-            say(format!("applied resources[{i}]"));
-        }
-        // Timeline steps whose time has come.
+        // Timeline steps whose time has come; they go first, so a resource
+        // that waits for the same moment sees what the step changed.
         let mut fire = Vec::new();
         {
             let o = observed.lock().expect("observed");
@@ -532,7 +577,7 @@ async fn drive(
                 .expect("validated device");
             let Some(sim) = &dev.sim else {
                 say(format!(
-                    "timeline[{i}]: faults need the sim target; skipped"
+                    "timeline[{i}]: timeline steps need the sim target; skipped"
                 ));
                 continue;
             };
@@ -542,10 +587,36 @@ async fn drive(
             } else if step.clear_faults {
                 sim.handle.clear_faults();
                 say(format!("timeline[{i}]: cleared faults on {}", dev.name));
+            } else if let Some(state) = &step.state {
+                let patch: iosxe_sim::StatePatch = serde_json::from_value(state.clone())
+                    .map_err(|e| format!("timeline[{i}].state: {e}"))?;
+                sim.handle
+                    .apply(patch)
+                    .map_err(|e| format!("timeline[{i}].state: {e}"))?;
+                say(format!("timeline[{i}]: state {state} on {}", dev.name));
             } else if let Some(f) = &step.inject {
                 sim.inject(f).map_err(|e| format!("timeline[{i}]: {e}"))?;
                 say(format!("timeline[{i}]: injected {f} on {}", dev.name));
             }
+        }
+        // Resources whose time has come.
+        let mut due = Vec::new();
+        {
+            let o = observed.lock().expect("observed");
+            pending_resources.retain(|&i| {
+                let r = &sc.resources[i];
+                let ready = r.after.is_none_or(|a| elapsed >= a)
+                    && r.when.as_ref().is_none_or(|w| reached(&o, w))
+                    && r.when_called.as_ref().is_none_or(|c| called(devices, c));
+                if ready {
+                    due.push(i);
+                }
+                !ready
+            });
+        }
+        for i in due {
+            apply_resource(client, &resolver, ns, s, i, vars).await?;
+            say(format!("applied resources[{i}]"));
         }
         if pending_resources.is_empty()
             && all_settled(&sc.expect, &observed.lock().expect("observed"))
@@ -583,7 +654,61 @@ async fn drive(
     for (i, e) in sc.expect.iter().enumerate() {
         check(i, e, &o, &events, devices, &mut failures);
     }
+    drop(o);
+    for (i, e) in sc.expect.iter().enumerate() {
+        if let Some(c) = &e.config_map {
+            check_config_map(i, c, client, ns, &mut failures).await;
+        }
+    }
     Ok(failures)
+}
+
+async fn check_config_map(
+    i: usize,
+    c: &super::model::ConfigMapExpectation,
+    client: &Client,
+    ns: &str,
+    failures: &mut Vec<String>,
+) {
+    let cm = match Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .get_opt(&c.name)
+        .await
+    {
+        Ok(Some(cm)) => cm,
+        Ok(None) => {
+            failures.push(format!("expect[{i}]: no ConfigMap {}", c.name));
+            return;
+        }
+        Err(e) => {
+            failures.push(format!("expect[{i}]: reading ConfigMap {}: {e}", c.name));
+            return;
+        }
+    };
+    let Some(value) = cm.data.as_ref().and_then(|d| d.get(&c.key)) else {
+        failures.push(format!(
+            "expect[{i}]: ConfigMap {} has no key {:?}",
+            c.name, c.key
+        ));
+        return;
+    };
+    if let Some(min) = c.min_bytes
+        && value.len() < min
+    {
+        failures.push(format!(
+            "expect[{i}]: ConfigMap {} key {} holds {} bytes, want at least {min}",
+            c.name,
+            c.key,
+            value.len()
+        ));
+    }
+    if let Some(want) = &c.contains
+        && !value.contains(want.as_str())
+    {
+        failures.push(format!(
+            "expect[{i}]: ConfigMap {} key {} does not contain {want:?}",
+            c.name, c.key
+        ));
+    }
 }
 
 /// Whether the device of `c` has received a call of its method (never on
@@ -776,13 +901,32 @@ async fn apply_resource(
         } else {
             Api::all_with(client.clone(), &ar)
         };
-        api.patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&obj),
-        )
-        .await
-        .map_err(|e| format!("resources[{i}]: applying {kind}/{name}: {e}"))?;
+        let applied = api
+            .patch(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&obj),
+            )
+            .await;
+        match (applied, &r.refused) {
+            (Ok(_), None) => {}
+            (Err(e), None) => {
+                return Err(format!("resources[{i}]: applying {kind}/{name}: {e}"));
+            }
+            (Ok(_), Some(want)) => {
+                return Err(format!(
+                    "resources[{i}]: the API server accepted {kind}/{name}; it must refuse it ({want:?})"
+                ));
+            }
+            (Err(e), Some(want)) => {
+                let msg = e.to_string();
+                if !msg.contains(want.as_str()) {
+                    return Err(format!(
+                        "resources[{i}]: {kind}/{name} was refused, but the message does not contain {want:?}: {msg}"
+                    ));
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -827,7 +971,10 @@ fn check(
         }
         return;
     }
-    let obj = e.object.as_deref().expect("validated: object or journal");
+    let Some(obj) = e.object.as_deref() else {
+        // A configMap expectation, checked by check_config_map.
+        return;
+    };
     let seen = o.phases.get(obj).cloned().unwrap_or_default();
     if !is_subsequence(&e.phases, &seen) {
         failures.push(format!(

@@ -8,7 +8,7 @@ use std::time::Duration;
 use iosxe_sim::{DeviceHandle, FaultSpec, Fleet, FleetConfig, FleetHandle, Profile, StatePatch};
 use serde::Deserialize;
 
-use super::model::DeviceSpec;
+use super::model::{DeviceSpec, SshTrust};
 
 /// A lab inventory (`--inventory FILE`).
 #[derive(Debug, Clone, Deserialize)]
@@ -42,6 +42,17 @@ pub struct InventoryDevice {
     pub username_env: Option<String>,
     #[serde(default)]
     pub password_env: Option<String>,
+    /// SSH CLI port (default 22).
+    #[serde(default)]
+    pub ssh_port: Option<u16>,
+    /// An OpenSSH known_hosts file with the switch's host key; without it
+    /// the CLI scenarios that need the key pinned cannot run on this switch.
+    #[serde(default)]
+    pub known_hosts_file: Option<PathBuf>,
+    /// Environment variable holding the enable secret, if the CLI user
+    /// starts in user exec.
+    #[serde(default)]
+    pub enable_secret_env: Option<String>,
 }
 
 /// The image for upgrade scenarios on hardware.
@@ -105,6 +116,14 @@ pub struct PreparedDevice {
     pub sim: Option<SimDevice>,
     /// Version it runs at the start, where known.
     pub version: Option<String>,
+    /// SSH CLI port, if the switch serves one.
+    pub ssh_port: Option<u16>,
+    /// known_hosts text with the switch's SSH host key, where known.
+    pub known_hosts: Option<String>,
+    /// How the CiscoDevice is told to trust the host key.
+    pub ssh_trust: SshTrust,
+    /// Secret for `enable`.
+    pub enable_secret: Option<String>,
 }
 
 /// A simulated switch the runner controls.
@@ -202,8 +221,16 @@ async fn prepare_sim(spec: &DeviceSpec) -> Result<PreparedDevice, String> {
         .ok_or_else(|| format!("devices.{}: the sim target needs a profile", spec.name))?;
     let profile =
         Profile::load(profile_name).map_err(|e| format!("devices.{}.profile: {e}", spec.name))?;
-    let mut cfg = FleetConfig::new(1, profile).credentials(SIM_USER, SIM_PASSWORD);
+    let mut cfg = FleetConfig::new(1, profile)
+        .credentials(SIM_USER, SIM_PASSWORD)
+        .cli_port(0);
     cfg.name_prefix = spec.name.clone();
+    if let Some(secret) = &spec.enable_secret {
+        cfg.cli = iosxe_sim::cli_ssh::CliOptions {
+            user_exec: true,
+            enable_secret: Some(secret.clone()),
+        };
+    }
     if let Some(ms) = spec.reboot_ms {
         cfg = cfg.reboot_ms(ms);
     }
@@ -230,6 +257,10 @@ async fn prepare_sim(spec: &DeviceSpec) -> Result<PreparedDevice, String> {
     }
     let addr = handle.addr();
     let version = handle.snapshot().running_version.clone();
+    let ready = fleet.ready_info();
+    let ready = ready.devices.first();
+    let ssh_port = ready.and_then(|d| d.ssh_port);
+    let known_hosts = ready.and_then(|d| d.ssh_known_hosts.clone());
     Ok(PreparedDevice {
         name: spec.name.clone(),
         address: addr.ip().to_string(),
@@ -240,6 +271,10 @@ async fn prepare_sim(spec: &DeviceSpec) -> Result<PreparedDevice, String> {
         username: Some(SIM_USER.into()),
         password: Some(SIM_PASSWORD.into()),
         version: Some(version),
+        ssh_port,
+        known_hosts,
+        ssh_trust: spec.ssh_trust,
+        enable_secret: spec.enable_secret.clone(),
         sim: Some(SimDevice { fleet, handle }),
     })
 }
@@ -267,6 +302,20 @@ fn prepare_hardware(inv: &Inventory, spec: &DeviceSpec) -> Result<PreparedDevice
                 .map_err(|e| format!("{}: caFile {}: {e}", dev.name, p.display()))
         })
         .transpose()?;
+    let known_hosts = dev
+        .known_hosts_file
+        .as_ref()
+        .map(|p| {
+            std::fs::read_to_string(p)
+                .map_err(|e| format!("{}: knownHostsFile {}: {e}", dev.name, p.display()))
+        })
+        .transpose()?;
+    if spec.ssh_trust == SshTrust::Known && known_hosts.is_none() && dev.ssh_port.is_some() {
+        return Err(format!(
+            "{}: sshPort is set but knownHostsFile is not: the switch's SSH host key cannot be pinned",
+            dev.name
+        ));
+    }
     Ok(PreparedDevice {
         name: spec.name.clone(),
         address: dev.address.clone(),
@@ -278,6 +327,10 @@ fn prepare_hardware(inv: &Inventory, spec: &DeviceSpec) -> Result<PreparedDevice
         password: env(&dev.password_env, "password")?,
         sim: None,
         version: inv.image.as_ref().and_then(|i| i.previous_version.clone()),
+        ssh_port: Some(dev.ssh_port.unwrap_or(22)),
+        known_hosts,
+        ssh_trust: spec.ssh_trust,
+        enable_secret: env(&dev.enable_secret_env, "enable secret")?,
     })
 }
 
