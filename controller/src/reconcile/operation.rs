@@ -866,7 +866,13 @@ fn normalise_config(text: &str) -> String {
             out.push('\n');
         }
     }
-    out
+    // Blank lines around the configuration are the terminal's, not config.
+    let body = out.trim_matches('\n');
+    if body.is_empty() {
+        String::new()
+    } else {
+        format!("{body}\n")
+    }
 }
 
 /// A line diff of `baseline` against `observed` (pure): `no differences`,
@@ -1725,6 +1731,10 @@ mod tests {
         let base = "Building configuration...\n\nCurrent configuration : 10 bytes\n! Last configuration change at 1\nhostname sw1\n!\nend\n";
         let same = "Building configuration...\n\nCurrent configuration : 99 bytes\n! Last configuration change at 2\r\nhostname sw1\n!\nend\n";
         assert_eq!(config_diff(base, same), ("no differences\n".into(), 0, 0));
+        // Blank lines around the text (the device's `end\n\n`, a trimmed
+        // capture) are not configuration.
+        let padded = format!("\n{base}\n\n");
+        assert_eq!(config_diff(&padded, same), ("no differences\n".into(), 0, 0));
         let changed = base.replace("hostname sw1", "hostname sw2");
         let (d, removed, added) = config_diff(base, &changed);
         assert_eq!((removed, added), (1, 1));
