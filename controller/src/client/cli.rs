@@ -546,7 +546,7 @@ impl CliSession {
                     "the enable secret was refused (prompt still ends in >)".into(),
                 ));
             }
-        } else if !trailing_prompt(&text).is_some_and(|(_, m)| m == '#') {
+        } else if trailing_prompt(&text).is_none_or(|(_, m)| m != '#') {
             return Err(CliError::EnableFailed(format!(
                 "enable answered {:?}",
                 text.trim()

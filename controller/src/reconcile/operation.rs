@@ -1734,7 +1734,10 @@ mod tests {
         // Blank lines around the text (the device's `end\n\n`, a trimmed
         // capture) are not configuration.
         let padded = format!("\n{base}\n\n");
-        assert_eq!(config_diff(&padded, same), ("no differences\n".into(), 0, 0));
+        assert_eq!(
+            config_diff(&padded, same),
+            ("no differences\n".into(), 0, 0)
+        );
         let changed = base.replace("hostname sw1", "hostname sw2");
         let (d, removed, added) = config_diff(base, &changed);
         assert_eq!((removed, added), (1, 1));

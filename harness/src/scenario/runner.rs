@@ -643,18 +643,19 @@ async fn drive(
         .await
         .map_err(|e| format!("listing events: {e}"))?
         .items;
-    let mut o = observed.lock().expect("observed");
-    merge_phase_transitions(&mut o.phases, &events);
-    result.phases = o
-        .phases
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
     let mut failures = Vec::new();
-    for (i, e) in sc.expect.iter().enumerate() {
-        check(i, e, &o, &events, devices, &mut failures);
+    {
+        let mut o = observed.lock().expect("observed");
+        merge_phase_transitions(&mut o.phases, &events);
+        result.phases = o
+            .phases
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (i, e) in sc.expect.iter().enumerate() {
+            check(i, e, &o, &events, devices, &mut failures);
+        }
     }
-    drop(o);
     for (i, e) in sc.expect.iter().enumerate() {
         if let Some(c) = &e.config_map {
             check_config_map(i, c, client, ns, &mut failures).await;
