@@ -224,6 +224,8 @@ async fn gnoi_values_render_into_the_spec_environment_of_per_device_pods() {
         "image": { "repository": "registry.example.net/cvk-controller", "tag": "1.2.3" },
         "rbac": { "userRoles": false },
         "manager": { "logFormat": "text" },
+        "opsPolicy": { "configDiffAllowedNamespaces": ["network-audit", "noc"] },
+        "cli": { "commandTimeoutSeconds": 45 },
     });
     helm_install(&lib, ns.name(), "perdev", values)
         .await
@@ -247,6 +249,8 @@ async fn gnoi_values_render_into_the_spec_environment_of_per_device_pods() {
             ("CISCO_VK_DEVICE_NAME", device),
             ("CISCO_VK_DEVICE_NAMESPACE", lab.name()),
             ("CONFIG_LEASE_NAMESPACE", locks.name()),
+            ("CVK_OPS_CONFIGDIFF_ALLOWED_NAMESPACES", "network-audit,noc"),
+            ("CVK_CLI_COMMAND_TIMEOUT_SECONDS", "45"),
         ];
         for (k, v) in want {
             assert_eq!(
@@ -333,6 +337,13 @@ async fn gnoi_values_render_into_the_spec_environment_of_per_device_pods() {
         &start
     };
     assert_eq!(f["gnoi_insecure"], true, "{start:#}");
+    assert_eq!(f["cli_command_timeout_s"], 45, "{start:#}");
+    assert!(
+        f["configdiff_allowed_namespaces"]
+            .as_str()
+            .is_some_and(|v| v.contains("network-audit") && v.contains("noc")),
+        "{start:#}"
+    );
     assert_eq!(f["gnoi_disabled"], true, "{start:#}");
     let text = start.to_string();
     assert!(text.contains("57400"), "{text}");

@@ -50,8 +50,24 @@ enum Cmd {
     /// `cvk-controller run` upgrading N simulated devices against a local
     /// control plane: wall time, controller peak memory, simulator memory.
     Upgrade(UpgradeArgs),
+    /// The device CLI client over SSH: a 10-command ShowCommand and a large
+    /// capture dump, vs one command's round trip.
+    Cli(CliArgs),
     /// The quick set of install, file and latency with their defaults.
     All,
+}
+
+#[derive(Args, Clone)]
+struct CliArgs {
+    /// Repetitions of each case; the median is reported.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// `show clock` round trips for the baseline.
+    #[arg(long, default_value_t = 50)]
+    baseline_samples: usize,
+    /// Size of the capture dump, KiB.
+    #[arg(long, default_value_t = 1024)]
+    capture_kib: u64,
 }
 
 #[derive(Args, Clone)]
@@ -155,6 +171,7 @@ fn main() -> anyhow::Result<()> {
             Cmd::Latency(a) => summary["latency"] = latency(a).await?,
             Cmd::Fetch(a) => summary["fetch"] = fetch::run(a).await?,
             Cmd::Upgrade(a) => summary["upgrade"] = upgrade::run(a).await?,
+            Cmd::Cli(a) => summary["cli"] = cli::run(a).await?,
             Cmd::All => {
                 summary["install"] = install(&defaults::<InstallArgs>()).await?;
                 summary["file"] = file(&defaults::<FileArgs>()).await?;
@@ -453,6 +470,7 @@ async fn latency(a: &LatencyArgs) -> anyhow::Result<Value> {
 }
 
 #[path = "cvk-bench/fetch.rs"]
+mod cli;
 mod fetch;
 #[path = "cvk-bench/upgrade.rs"]
 mod upgrade;

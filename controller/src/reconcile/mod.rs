@@ -650,7 +650,9 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let settings = ControllerSettings::from_run_args(&args, client.default_namespace())?;
     tracing::info!(scope = ?settings.scope, gates = ?settings.gates,
         gnoi_insecure = settings.gnoi.insecure, gnoi_port = ?settings.gnoi.port,
-        gnoi_disabled = settings.gnoi.disabled, "starting cvk-controller");
+        gnoi_disabled = settings.gnoi.disabled,
+        configdiff_allowed_namespaces = ?settings.configdiff_allowed_namespaces,
+        cli_command_timeout_s = args.cli_command_timeout_seconds, "starting cvk-controller");
 
     let shutdown = CancellationToken::new();
     cancel_on_signals(shutdown.clone())?;

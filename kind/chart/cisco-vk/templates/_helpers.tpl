@@ -67,6 +67,16 @@ leaves the controller's default (off) in place.
 - name: CISCO_VK_UPGRADE_MAX_IMAGE_BYTES
   value: {{ $max | toString | quote }}
 {{- end }}
+{{- with .Values.opsPolicy.configDiffAllowedNamespaces }}
+- name: CVK_OPS_CONFIGDIFF_ALLOWED_NAMESPACES
+  value: {{ join "," . | quote }}
+{{- end }}
+{{- $cliTimeout := int64 .Values.cli.commandTimeoutSeconds }}
+{{- if le $cliTimeout 0 }}
+{{- fail (printf "cli.commandTimeoutSeconds: %v is not a positive number of seconds" .Values.cli.commandTimeoutSeconds) }}
+{{- end }}
+- name: CVK_CLI_COMMAND_TIMEOUT_SECONDS
+  value: {{ $cliTimeout | toString | quote }}
 {{- with .Values.leaseNamespace }}
 - name: CONFIG_LEASE_NAMESPACE
   value: {{ . | quote }}
