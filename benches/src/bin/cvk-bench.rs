@@ -469,8 +469,9 @@ async fn latency(a: &LatencyArgs) -> anyhow::Result<Value> {
     Ok(Value::Object(out))
 }
 
-#[path = "cvk-bench/fetch.rs"]
+#[path = "cvk-bench/cli.rs"]
 mod cli;
+#[path = "cvk-bench/fetch.rs"]
 mod fetch;
 #[path = "cvk-bench/upgrade.rs"]
 mod upgrade;

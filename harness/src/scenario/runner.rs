@@ -653,7 +653,7 @@ async fn drive(
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         for (i, e) in sc.expect.iter().enumerate() {
-            check(i, e, &o, &events, devices, &mut failures);
+            check(i, e, &o, &events, devices, vars, &mut failures);
         }
     }
     for (i, e) in sc.expect.iter().enumerate() {
@@ -943,8 +943,18 @@ fn check(
     o: &Observed,
     events: &[Event],
     devices: &[PreparedDevice],
+    vars: &Vars,
     failures: &mut Vec<String>,
 ) {
+    // Expected texts may use the manifests' template keys
+    // (`Version {{ image.version }}` on hardware).
+    let render = |text: &str, what: String, failures: &mut Vec<String>| match vars.render(text) {
+        Ok(t) => Some(t),
+        Err(err) => {
+            failures.push(format!("expect[{i}].{what}: {err}"));
+            None
+        }
+    };
     if let Some(j) = &e.journal {
         let dev = devices
             .iter()
@@ -1048,6 +1058,9 @@ fn check(
             }
             other => other.to_string(),
         };
+        let Some(want) = render(want, format!("status.{path}"), failures) else {
+            continue;
+        };
         if !text.contains(want.as_str()) {
             failures.push(format!(
                 "expect[{i}]: {obj} status.{path} is {text:?}, want it to contain {want:?}"
@@ -1055,11 +1068,18 @@ fn check(
         }
     }
     let name = obj.split_once('/').map(|(_, n)| n).unwrap_or_default();
-    for ev in &e.events {
+    for (k, ev) in e.events.iter().enumerate() {
+        let message = match &ev.message {
+            Some(m) => match render(m, format!("events[{k}].message"), failures) {
+                Some(m) => Some(m),
+                None => continue,
+            },
+            None => None,
+        };
         let hit = events.iter().any(|x| {
             x.involved_object.name.as_deref() == Some(name)
                 && x.reason.as_deref() == Some(ev.reason.as_str())
-                && ev.message.as_ref().is_none_or(|m| {
+                && message.as_ref().is_none_or(|m| {
                     x.message
                         .as_deref()
                         .unwrap_or_default()
@@ -1070,7 +1090,7 @@ fn check(
             failures.push(format!(
                 "expect[{i}]: no Event {}{} on {obj}",
                 ev.reason,
-                ev.message
+                message
                     .as_ref()
                     .map(|m| format!(" containing {m:?}"))
                     .unwrap_or_default()

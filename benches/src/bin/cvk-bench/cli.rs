@@ -125,12 +125,34 @@ pub(crate) async fn run(a: &CliArgs) -> anyhow::Result<Value> {
     let (warm, cold, open, dump) = (median(warm), median(cold), median(open), median(dump));
     let ratio = |d: Duration| (d.as_secs_f64() / baseline.as_secs_f64() * 10.0).round() / 10.0;
     let mib_s = dump_len as f64 / (1024.0 * 1024.0) / dump.as_secs_f64();
-    println!("CLI over SSH on loopback (median of {rounds}; baseline: one `show clock` round trip on an open session)");
+    println!(
+        "CLI over SSH on loopback (median of {rounds}; baseline: one `show clock` round trip on an open session)"
+    );
     println!("  {:<44} {:>10} {:>12}", "case", "ms", "x baseline");
-    println!("  {:<44} {:>10.3} {:>12}", "show clock (baseline)", ms(baseline), "1.0");
-    println!("  {:<44} {:>10.3} {:>12.1}", "session open (login, prompt, paging off)", ms(open), ratio(open));
-    println!("  {:<44} {:>10.3} {:>12.1}", "10-command ShowCommand, reused session", ms(warm), ratio(warm));
-    println!("  {:<44} {:>10.3} {:>12.1}", "10-command ShowCommand, fresh session", ms(cold), ratio(cold));
+    println!(
+        "  {:<44} {:>10.3} {:>12}",
+        "show clock (baseline)",
+        ms(baseline),
+        "1.0"
+    );
+    println!(
+        "  {:<44} {:>10.3} {:>12.1}",
+        "session open (login, prompt, paging off)",
+        ms(open),
+        ratio(open)
+    );
+    println!(
+        "  {:<44} {:>10.3} {:>12.1}",
+        "10-command ShowCommand, reused session",
+        ms(warm),
+        ratio(warm)
+    );
+    println!(
+        "  {:<44} {:>10.3} {:>12.1}",
+        "10-command ShowCommand, fresh session",
+        ms(cold),
+        ratio(cold)
+    );
     println!(
         "  {:<44} {:>10.3} {:>12.1}   ({:.1} MiB/s)",
         format!("capture dump, {} KiB", dump_len / 1024),
