@@ -37,10 +37,10 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use russh::ChannelMsg;
-use russh::keys::{PublicKey, PublicKeyOrCertificate};
+
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::known_hosts::{self, KnownHost, KnownHostsError};
+use super::known_hosts::{self, HostKeyChecker, KnownHostsError};
 
 /// Default SSH port of the device CLI.
 pub const DEFAULT_SSH_PORT: u16 = 22;
@@ -323,41 +323,9 @@ fn unpage(line: &str) -> String {
     }
 }
 
-struct Checker {
-    host: String,
-    port: u16,
-    /// `None`: any key (insecure opt-out).
-    known: Option<Vec<KnownHost>>,
-    rejected: Arc<Mutex<Option<String>>>,
-}
-
-impl russh::client::Handler for Checker {
-    type Error = russh::Error;
-
-    async fn check_server_key(
-        &mut self,
-        key: &PublicKeyOrCertificate,
-    ) -> Result<bool, Self::Error> {
-        let Some(known) = &self.known else {
-            return Ok(true);
-        };
-        let offered = match key {
-            PublicKeyOrCertificate::PublicKey { key, .. } => key.clone(),
-            PublicKeyOrCertificate::Certificate(c) => PublicKey::from(c.public_key().clone()),
-        };
-        match known_hosts::check(known, &self.host, self.port, &offered) {
-            Ok(()) => Ok(true),
-            Err(why) => {
-                *self.rejected.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
-                Ok(false)
-            }
-        }
-    }
-}
-
 /// One logged-in interactive session.
 pub struct CliSession {
-    handle: russh::client::Handle<Checker>,
+    handle: russh::client::Handle<HostKeyChecker>,
     channel: russh::Channel<russh::client::Msg>,
     hostname: String,
     privileged: bool,
@@ -388,13 +356,8 @@ impl CliSession {
             addr: addr.clone(),
             detail,
         };
-        let rejected = Arc::new(Mutex::new(None));
-        let handler = Checker {
-            host: target.host.clone(),
-            port: target.port,
-            known,
-            rejected: Arc::clone(&rejected),
-        };
+        let handler = HostKeyChecker::new(&target.host, target.port, known);
+        let rejected = handler.rejection();
         let config = Arc::new(russh::client::Config {
             inactivity_timeout: Some(settings.idle_timeout + settings.command_timeout),
             nodelay: true,

@@ -6,6 +6,60 @@
 use hmac::{KeyInit, Mac};
 use russh::keys::PublicKey;
 
+/// The russh client handler both SSH clients use: checks the server's key
+/// against known_hosts lines (or accepts any with `known: None`, the
+/// explicit insecure opt-out) and keeps why a key was refused, so the
+/// caller can report it instead of russh's bare handshake error.
+pub struct HostKeyChecker {
+    host: String,
+    port: u16,
+    known: Option<Vec<KnownHost>>,
+    rejected: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl HostKeyChecker {
+    /// A checker for `host:port`; `known: None` accepts any key.
+    pub fn new(host: &str, port: u16, known: Option<Vec<KnownHost>>) -> Self {
+        Self {
+            host: host.to_owned(),
+            port,
+            known,
+            rejected: Default::default(),
+        }
+    }
+
+    /// Where the refusal lands; read it after the handshake failed.
+    pub fn rejection(&self) -> std::sync::Arc<std::sync::Mutex<Option<String>>> {
+        std::sync::Arc::clone(&self.rejected)
+    }
+}
+
+impl russh::client::Handler for HostKeyChecker {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let Some(known) = &self.known else {
+            return Ok(true);
+        };
+        let offered = match key {
+            russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } => key.clone(),
+            russh::keys::PublicKeyOrCertificate::Certificate(c) => {
+                PublicKey::from(c.public_key().clone())
+            }
+        };
+        match check(known, &self.host, self.port, &offered) {
+            Ok(()) => Ok(true),
+            Err(why) => {
+                *self.rejected.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+                Ok(false)
+            }
+        }
+    }
+}
+
 /// A known_hosts line that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("line {line}: {reason}")]

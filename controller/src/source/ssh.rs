@@ -9,47 +9,15 @@
 //! `/images/a.bin`; `sftp://host/~/a.bin` is `a.bin` in the login directory.
 //! SCP runs `scp -f <path>` and speaks the source protocol's sink side.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use russh::keys::{PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
+use russh::keys::PrivateKeyWithHashAlg;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::cache::Sink;
 use super::url::{Scheme, SourceUrl};
 use super::{SourceError, SourceSettings, UrlCredentials};
-use crate::client::known_hosts::{self, KnownHost};
-
-struct Client {
-    host: String,
-    port: u16,
-    /// `None`: the check is skipped (insecure opt-out).
-    known: Option<Vec<KnownHost>>,
-    rejected: Arc<Mutex<Option<String>>>,
-}
-
-impl russh::client::Handler for Client {
-    type Error = russh::Error;
-
-    async fn check_server_key(
-        &mut self,
-        key: &PublicKeyOrCertificate,
-    ) -> Result<bool, Self::Error> {
-        let Some(known) = &self.known else {
-            return Ok(true);
-        };
-        let offered = match key {
-            PublicKeyOrCertificate::PublicKey { key, .. } => key.clone(),
-            PublicKeyOrCertificate::Certificate(c) => PublicKey::from(c.public_key().clone()),
-        };
-        match known_hosts::check(known, &self.host, self.port, &offered) {
-            Ok(()) => Ok(true),
-            Err(why) => {
-                *self.rejected.lock().unwrap() = Some(why);
-                Ok(false)
-            }
-        }
-    }
-}
+use crate::client::known_hosts::{self, HostKeyChecker};
 
 /// Single-quotes a path for the remote shell.
 fn shell_quote(s: &str) -> String {
@@ -111,13 +79,8 @@ pub(crate) async fn fetch(
         url: url.url.clone(),
         detail,
     };
-    let rejected = Arc::new(Mutex::new(None));
-    let handler = Client {
-        host: url.host.clone(),
-        port: url.port,
-        known,
-        rejected: Arc::clone(&rejected),
-    };
+    let handler = HostKeyChecker::new(&url.host, url.port, known);
+    let rejected = handler.rejection();
     let config = Arc::new(russh::client::Config {
         inactivity_timeout: Some(settings.idle_timeout),
         window_size: 8 * 1024 * 1024,
@@ -140,7 +103,7 @@ pub(crate) async fn fetch(
     let mut session = match connected {
         Ok(s) => s,
         Err(e) => {
-            if let Some(why) = rejected.lock().unwrap().take() {
+            if let Some(why) = rejected.lock().unwrap_or_else(|p| p.into_inner()).take() {
                 return Err(SourceError::HostKeyRejected {
                     host: url.authority(),
                     detail: why,

@@ -688,6 +688,51 @@ expect:
     }
 
     #[test]
+    fn cli_fields_parse_and_bad_ones_are_refused() {
+        let cli = GOOD
+            .replace(
+                "    profile: c9300-17.18\n",
+                "    profile: c9300-17.18\n    sshTrust: wrong\n    enableSecret: en\n",
+            )
+            .replace(
+                "  - inline: |\n",
+                "  - refused: spec.operation.commands[0]\n    inline: |\n",
+            )
+            .replace(
+                "  - journal: { device: sw1, method: Time, count: 1 }\n",
+                "  - configMap: { name: t1-output, minBytes: 10 }\ntimeline:\n  - after: 1s\n    device: sw1\n    state: { hostname: core }\n",
+            );
+        let s = parse(Path::new("c.yaml"), &cli).unwrap();
+        let d = &s.scenario.devices[0];
+        assert_eq!(d.ssh_trust, SshTrust::Wrong);
+        assert_eq!(d.enable_secret.as_deref(), Some("en"));
+        assert_eq!(
+            s.scenario.resources[0].refused.as_deref(),
+            Some("spec.operation.commands[0]")
+        );
+        let c = s.scenario.expect[1].config_map.as_ref().unwrap();
+        assert_eq!((c.key.as_str(), c.min_bytes), ("output", Some(10)));
+        assert!(s.scenario.timeline[0].state.is_some());
+
+        let bad = cli.replace("    sshTrust: wrong", "    sshTrust: maybe");
+        let e = parse(Path::new("c.yaml"), &bad).unwrap_err();
+        assert!(e.message.contains("maybe"), "{e}");
+        let bad = cli.replace("refused: spec.operation.commands[0]", "refused: \"  \"");
+        let e = parse(Path::new("c.yaml"), &bad).unwrap_err();
+        assert!(e.message.contains("resources[0].refused"), "{e}");
+        let bad = cli.replace(
+            "  - configMap: { name: t1-output, minBytes: 10 }",
+            "  - configMap: { name: t1-output }\n    object: DeviceOperation/t1",
+        );
+        let e = parse(Path::new("c.yaml"), &bad).unwrap_err();
+        assert!(
+            e.message
+                .contains("give exactly one of object, journal or configMap"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn a_reboot_step_parses_and_is_one_action() {
         let with = |step: &str| {
             GOOD.replace(
@@ -713,7 +758,7 @@ expect:
         .unwrap_err();
         assert!(
             e.message
-                .contains("timeline[0]: give exactly one of inject, clearFaults or reboot"),
+                .contains("timeline[0]: give exactly one of inject, clearFaults, reboot or state"),
             "{e}"
         );
         let e = parse(Path::new("x.yaml"), &with("    reboot: { ms: 0 }\n")).unwrap_err();
