@@ -125,6 +125,10 @@ impl CliServer {
                     tokio::select! {
                         r = l.accept() => {
                             let Ok((tcp, _)) = r else { continue };
+                            // `Config::nodelay` only applies to russh's own
+                            // listener: without this, Nagle holds each small
+                            // answer for the peer's delayed ACK (~40 ms).
+                            let _ = tcp.set_nodelay(true);
                             let conn = Conn {
                                 device: Arc::clone(&device),
                                 opts: Arc::clone(&opts),

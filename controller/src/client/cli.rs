@@ -370,6 +370,9 @@ impl CliSession {
         .await
         .map_err(|_| unreachable("connecting timed out".into()))?
         .map_err(|e| unreachable(format!("connecting: {e}")))?;
+        // `Config::nodelay` applies only to russh's own connect: set it on the
+        // stream, or Nagle holds small writes for the peer's delayed ACK.
+        let _ = tcp.set_nodelay(true);
         let connected = tokio::time::timeout(
             settings.connect_timeout,
             russh::client::connect_stream(config, tcp, handler),
@@ -549,6 +552,9 @@ impl CliSession {
     ) -> Result<String, CliError> {
         let deadline = tokio::time::Instant::now() + self.command_timeout;
         let mut buf: Vec<u8> = Vec::new();
+        // Set when the text ends as `done` wants; new data clears it, other
+        // channel messages (window adjustments) do not move it.
+        let mut quiet_until: Option<tokio::time::Instant> = None;
         loop {
             let text = String::from_utf8_lossy(&buf);
             if text.ends_with(" --More-- ") || text.ends_with("--More--") {
@@ -556,10 +562,13 @@ impl CliSession {
                 self.send(" ").await?;
             } else if done(&text) {
                 // Complete only when nothing follows within the settle time.
-                match tokio::time::timeout(self.settle, self.channel.wait()).await {
+                let until =
+                    *quiet_until.get_or_insert_with(|| tokio::time::Instant::now() + self.settle);
+                match tokio::time::timeout_at(until, self.channel.wait()).await {
                     Err(_) => return Ok(text.into_owned()),
                     Ok(Some(ChannelMsg::Data { data })) => {
                         buf.extend_from_slice(&data);
+                        quiet_until = None;
                         continue;
                     }
                     Ok(Some(_)) => continue,
@@ -588,7 +597,8 @@ impl CliSession {
             };
             match msg {
                 Some(ChannelMsg::Data { data }) | Some(ChannelMsg::ExtendedData { data, .. }) => {
-                    buf.extend_from_slice(&data)
+                    buf.extend_from_slice(&data);
+                    quiet_until = None;
                 }
                 Some(ChannelMsg::Eof) | Some(ChannelMsg::Close) | None => {
                     self.broken = true;

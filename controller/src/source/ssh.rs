@@ -94,6 +94,9 @@ pub(crate) async fn fetch(
     .await
     .map_err(|_| unreachable(format!("connecting to {} timed out", url.authority())))?
     .map_err(|e| unreachable(format!("connecting to {}: {e}", url.authority())))?;
+    // `Config::nodelay` applies only to russh's own connect: set it on the
+    // stream, or Nagle holds small writes for the peer's delayed ACK.
+    let _ = tcp.set_nodelay(true);
     let connected = tokio::time::timeout(
         settings.connect_timeout,
         russh::client::connect_stream(config, tcp, handler),

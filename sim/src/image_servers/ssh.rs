@@ -100,6 +100,8 @@ impl SshServer {
                     r = listener.accept() => match r { Ok(c) => c, Err(_) => continue },
                     _ = token.cancelled() => return,
                 };
+                // As russh's own listener would with `Config::nodelay`.
+                let _ = tcp.set_nodelay(true);
                 let handler = Conn {
                     ctx: Arc::clone(&ctx),
                     channels: HashMap::new(),
