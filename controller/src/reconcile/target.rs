@@ -369,6 +369,22 @@ async fn read_secret(
     }
 }
 
+/// The credential and gNOI TLS Secrets `spec` references.
+async fn read_device_secrets(
+    api: &Api<Secret>,
+    spec: &CiscoDeviceSpec,
+) -> Result<(Option<SecretData>, Option<SecretData>), TargetError> {
+    let credentials = match &spec.credential_secret_ref {
+        Some(r) => Some(read_secret(api, &r.name, "device credentials").await?),
+        None => None,
+    };
+    let tls = match spec.gnoi.as_ref().and_then(|g| g.tls.as_ref()) {
+        Some(t) => Some(read_secret(api, &t.secret_ref.name, "gNOI TLS trust").await?),
+        None => None,
+    };
+    Ok((credentials, tls))
+}
+
 /// Reads the Secrets `spec` references (in `namespace`) and builds the
 /// target of device `namespace/name`.
 pub async fn resolve_target(
@@ -379,14 +395,7 @@ pub async fn resolve_target(
     settings: &GnoiSettings,
 ) -> Result<DeviceTarget, TargetError> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let credentials = match &spec.credential_secret_ref {
-        Some(r) => Some(read_secret(&api, &r.name, "device credentials").await?),
-        None => None,
-    };
-    let tls = match spec.gnoi.as_ref().and_then(|g| g.tls.as_ref()) {
-        Some(t) => Some(read_secret(&api, &t.secret_ref.name, "gNOI TLS trust").await?),
-        None => None,
-    };
+    let (credentials, tls) = read_device_secrets(&api, spec).await?;
     build_target(
         &device_key(namespace, name),
         spec,
@@ -476,12 +485,15 @@ pub async fn resolve_cli_target(
     spec: &CiscoDeviceSpec,
     settings: &GnoiSettings,
 ) -> Result<CliTarget, TargetError> {
-    let target = resolve_target(client, namespace, name, spec, settings).await?;
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let credentials = match &spec.credential_secret_ref {
-        Some(r) => Some(read_secret(&api, &r.name, "device credentials").await?),
-        None => None,
-    };
+    let (credentials, tls) = read_device_secrets(&api, spec).await?;
+    let target = build_target(
+        &device_key(namespace, name),
+        spec,
+        credentials.as_ref(),
+        tls.as_ref(),
+        settings,
+    )?;
     let known = match spec
         .ssh
         .as_ref()
