@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cvk_controller::source::{
-    FetchRequest, ImageCache, ImageStream, SourceError, SourceSettings, TftpOptions,
-    UrlCredentials, source_error,
+    FetchRequest, ImageCache, ImageStream, ReadCounters, STREAM_CHUNK, SourceError, SourceSettings,
+    TftpOptions, UrlCredentials, source_error,
 };
 use futures::StreamExt;
 use iosxe_sim::ImageSpec;
@@ -81,6 +81,23 @@ async fn drain(mut s: ImageStream) -> (u64, String, Option<std::io::Error>) {
     }
 }
 
+/// Batches a live reader may hold (the tee's depth): the reader that starts
+/// a download always gets at least this much straight from the download.
+const LIVE_DEPTH_BYTES: u64 = 4 * STREAM_CHUNK as u64;
+
+/// The reader that started a download got its first batches from the
+/// download itself (all of an image of up to four batches, whatever the
+/// scheduling), and the rest from the partial file.
+fn assert_tee(reads: &ReadCounters, size: u64, what: &str) {
+    assert!(
+        reads.live() >= size.min(LIVE_DEPTH_BYTES),
+        "{what}: {} of {size} bytes live, {} from disk",
+        reads.live(),
+        reads.from_disk()
+    );
+    assert_eq!(reads.live() + reads.from_disk(), size, "{what}");
+}
+
 async fn fetch_ok(cache: &ImageCache, req: &FetchRequest) -> ImageStream {
     cache
         .open(req)
@@ -101,10 +118,106 @@ async fn http_fetches_an_image_and_checks_the_digest() {
     let stream = fetch_ok(&cache, &req).await;
     assert_eq!(stream.total_bytes(), Some(size));
     assert!(!stream.from_cache());
+    let reads = stream.reads();
     let (n, got, err) = drain(stream).await;
     assert!(err.is_none(), "{err:?}");
     assert_eq!((n, got.as_str()), (size, sha.as_str()));
+    assert_eq!(
+        reads.from_disk(),
+        0,
+        "the first reader of 4 batches reads no disk"
+    );
+    assert_tee(&reads, size, "http");
     assert!(cache.contains(&sha));
+    assert_eq!(server.stats().downloads(), 1);
+    // A later reader reads the verified file.
+    let again = fetch_ok(&cache, &req).await;
+    let reads = again.reads();
+    let (n, got, err) = drain(again).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!((n, got.as_str()), (size, sha.as_str()));
+    assert_eq!((reads.live(), reads.from_disk()), (0, size));
+}
+
+#[tokio::test]
+async fn a_reader_that_falls_behind_goes_on_from_the_partial_file() {
+    let f = fixture();
+    let size = 12 * 1024 * 1024 + 5;
+    let sha = write_image(&f.serve_dir, "a.bin", size);
+    let server = HttpServer::start(&f.serve_dir, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let cache = ImageCache::new(settings(&f)).unwrap();
+    let req = request(server.url("images/a.bin"), &sha);
+    let mut slow = fetch_ok(&cache, &req).await;
+    let reads = slow.reads();
+    let first = slow.next().await.expect("a first chunk").unwrap();
+    // Stalls until the download is done: it can hold only four batches.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !cache.contains(&sha) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "download did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut h = Sha256::new();
+    h.update(&first);
+    let mut n = first.len() as u64;
+    while let Some(b) = slow.next().await {
+        let b = b.unwrap();
+        n += b.len() as u64;
+        h.update(&b);
+    }
+    assert_eq!((n, hex::encode(h.finalize())), (size, sha.clone()));
+    assert!(reads.live() >= LIVE_DEPTH_BYTES, "{reads:?}");
+    assert!(
+        reads.live() <= LIVE_DEPTH_BYTES + STREAM_CHUNK as u64,
+        "{reads:?}"
+    );
+    assert_eq!(reads.live() + reads.from_disk(), size);
+    assert_eq!(server.stats().downloads(), 1);
+}
+
+#[tokio::test]
+async fn a_reader_that_joins_a_running_download_catches_up_from_the_file() {
+    let f = fixture();
+    let size = 24 * 1024 * 1024 + 3;
+    let sha = write_image(&f.serve_dir, "a.bin", size);
+    let server = HttpServer::start(&f.serve_dir, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let cache = ImageCache::new(settings(&f)).unwrap();
+    let req = request(server.url("images/a.bin"), &sha);
+    let mut first = fetch_ok(&cache, &req).await;
+    // Two chunks through the first reader: the download is past them.
+    let mut h = Sha256::new();
+    let mut n = 0u64;
+    for _ in 0..2 {
+        let b = first.next().await.unwrap().unwrap();
+        n += b.len() as u64;
+        h.update(&b);
+    }
+    let late = fetch_ok(&cache, &req).await;
+    let late_reads = late.reads();
+    let ((ln, lh, le), rest) = tokio::join!(drain(late), async {
+        while let Some(b) = first.next().await {
+            let b = b.unwrap();
+            n += b.len() as u64;
+            h.update(&b);
+        }
+        (n, hex::encode(h.finalize()))
+    });
+    assert!(le.is_none(), "{le:?}");
+    assert_eq!((ln, lh.as_str()), (size, sha.as_str()));
+    assert_eq!(rest, (size, sha.clone()));
+    // Whether it joined the flight or found the verified file, what it
+    // missed came from disk.
+    assert!(
+        late_reads.from_disk() >= 2 * STREAM_CHUNK as u64,
+        "{late_reads:?}"
+    );
+    assert_eq!(late_reads.live() + late_reads.from_disk(), size);
     assert_eq!(server.stats().downloads(), 1);
 }
 
@@ -329,7 +442,9 @@ async fn tftp_fetches_with_negotiated_options() {
         let cache = ImageCache::new(s).unwrap();
         let stream = fetch_ok(&cache, &request(server.url("images/cat9k.bin"), &sha)).await;
         assert_eq!(stream.total_bytes(), Some(size), "tsize negotiated");
+        let reads = stream.reads();
         let (n, got, err) = drain(stream).await;
+        assert_tee(&reads, size, &format!("tftp blksize {blk} window {win}"));
         assert!(err.is_none(), "blksize {blk} window {win}: {err:?}");
         assert_eq!(
             (n, got.as_str()),
@@ -481,9 +596,12 @@ async fn ftp_fetches_anonymously_and_with_a_password() {
     let anon = ImageCache::new(settings(&f)).unwrap();
     let stream = fetch_ok(&anon, &request(server.url("images/a.bin"), &sha)).await;
     assert_eq!(stream.total_bytes(), Some(size), "SIZE announced");
+    let reads = stream.reads();
     let (n, got, err) = drain(stream).await;
     assert!(err.is_none(), "{err:?}");
     assert_eq!((n, got.as_str()), (size, sha.as_str()));
+    assert_eq!(reads.from_disk(), 0, "ftp: four batches, all live");
+    assert_tee(&reads, size, "ftp");
 
     let dir = tempfile::tempdir().unwrap();
     let authed = ImageCache::new(SourceSettings::new(dir.path())).unwrap();
@@ -585,8 +703,15 @@ async fn sftp_and_scp_fetch_with_password_and_private_key() {
         req.credentials = Some(ssh_creds(&ssh, password, key));
         let stream = fetch_ok(&cache, &req).await;
         assert_eq!(stream.total_bytes(), Some(size), "{url}");
+        let reads = stream.reads();
         let (n, got, err) = drain(stream).await;
         assert!(err.is_none(), "case {i} {url}: {err:?}");
+        assert_eq!(
+            reads.from_disk(),
+            0,
+            "case {i} {url}: four batches, all live"
+        );
+        assert_tee(&reads, size, &url);
         assert_eq!((n, got.as_str()), (size, sha.as_str()), "case {i} {url}");
     }
     assert_eq!(ssh.server.stats().downloads(), 4);

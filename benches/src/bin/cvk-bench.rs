@@ -152,6 +152,12 @@ struct LatencyArgs {
     /// samples/blocks), so that a slow spell of the machine lands in both.
     #[arg(long, default_value_t = 5)]
     blocks: usize,
+    /// Flash write rates of the simulated switch during the busy phase,
+    /// bytes/s, comma-separated; 0 is unlimited. The default pairs the
+    /// unlimited loopback with a C9300's pace (the spec's walkthrough: a
+    /// 1.26 GB image in about four minutes, about 5 MB/s).
+    #[arg(long, default_value = "0,5000000")]
+    bulk_rates: String,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -380,93 +386,163 @@ async fn latency(a: &LatencyArgs) -> anyhow::Result<Value> {
         bail!("--blocks must be at least 1");
     }
     let bulk = parse_size(&a.bulk_size).map_err(|e| anyhow::anyhow!("--bulk-size: {e}"))?;
-    let image = Image::new(BENCH_VERSION, bulk)?;
+    let rates: Vec<u64> = a
+        .bulk_rates
+        .split(',')
+        .map(|r| {
+            r.trim()
+                .parse::<u64>()
+                .map_err(|e| anyhow::anyhow!("--bulk-rates: '{r}': {e}"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    if rates.is_empty() {
+        bail!("--bulk-rates: give at least one rate");
+    }
     let gap = Duration::from_micros(a.gap_us);
     let max = Duration::from_secs(a.max_secs);
     let mut out = serde_json::Map::new();
     println!(
         "\nSystem.Time latency, {} samples per phase {}us apart in {} alternating idle/busy \
-         blocks; busy = OS.Install of {} in a loop",
-        a.samples,
-        a.gap_us,
-        a.blocks,
-        label(bulk)
+         blocks; busy = OS.Install in a loop",
+        a.samples, a.gap_us, a.blocks,
     );
     println!(
-        "{:>8} {:>6} {:>10} {:>10} {:>10} {:>12} {:>12}",
-        "pool", "phase", "p50 us", "p99 us", "max us", "p99/idle", "bulk MiB/s"
+        "{:>10} {:>8} {:>6} {:>10} {:>10} {:>10} {:>12} {:>12}",
+        "flash", "pool", "phase", "p50 us", "p99 us", "max us", "p99/idle", "bulk MiB/s"
     );
-    for mode in [PoolMode::Classed, PoolMode::Shared] {
-        let bench = Arc::new(Bench::start(mode).await?);
-        // Warm-up: both classes connected, code paths hot.
-        bench.install(&image, DEFAULT_CHUNK_BYTES).await?;
-        sample_time(&bench, 50, gap, Instant::now() + max).await?;
-
-        let per_block = a.samples.div_ceil(a.blocks);
-        let deadline = Instant::now() + max;
-        let (mut idle, mut busy) = (Vec::new(), Vec::new());
-        let moved = Arc::new(AtomicU64::new(0));
-        let mut busy_time = Duration::ZERO;
-        for _ in 0..a.blocks {
-            idle.extend(sample_time(&bench, per_block, gap, deadline).await?);
-
-            let stop = Arc::new(AtomicBool::new(false));
-            let started = Instant::now();
-            let loader = {
-                let (bench, image, stop, moved) =
-                    (bench.clone(), image.clone(), stop.clone(), moved.clone());
-                tokio::spawn(async move {
-                    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                        let done = bench.install(&image, DEFAULT_CHUNK_BYTES).await?;
-                        moved.fetch_add(done.bytes, Ordering::Relaxed);
-                    }
-                    anyhow::Ok(())
-                })
-            };
-            // Let the first transfer get going before sampling.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            let sampled = sample_time(&bench, per_block, gap, deadline).await;
-            stop.store(true, Ordering::Relaxed);
-            let loaded = loader.await.context("bulk task panicked")?;
-            busy_time += started.elapsed();
-            busy.extend(sampled?);
-            loaded?;
-        }
-        let idle = percentiles(&idle).context("no idle samples")?;
-        let busy = percentiles(&busy).context("no busy samples")?;
-        let bulk_rate = rate(moved.load(Ordering::Relaxed), busy_time);
-        let ratio = busy.p99_us / idle.p99_us;
-        for (phase, p, r, b) in [
-            ("idle", &idle, 1.0, None),
-            ("busy", &busy, ratio, Some(bulk_rate)),
-        ] {
-            println!(
-                "{:>8} {:>6} {:>10.0} {:>10.0} {:>10.0} {:>12.2} {:>12}",
-                mode.as_str(),
-                phase,
-                p.p50_us,
-                p.p99_us,
-                p.max_us,
-                r,
-                b.map(|b| format!("{:.1}", mib_s(b))).unwrap_or_default()
+    for rate_limit in rates {
+        // At a paced flash, an image of about two seconds' worth keeps the
+        // busy phase short (a block waits for the install in flight).
+        let size = if rate_limit == 0 {
+            bulk
+        } else {
+            bulk.min((rate_limit * 2).div_ceil(MIB).max(1) * MIB)
+        };
+        let image = Image::new(BENCH_VERSION, size)?;
+        let flash = if rate_limit == 0 {
+            "unlimited".to_owned()
+        } else {
+            format!("{:.1}MB/s", rate_limit as f64 / 1e6)
+        };
+        let mut pools = serde_json::Map::new();
+        for mode in [PoolMode::Classed, PoolMode::Shared] {
+            let row = latency_case(a, mode, &image, rate_limit, gap, max).await?;
+            for (phase, p, r, b) in [
+                ("idle", &row.idle, 1.0, None),
+                ("busy", &row.busy, row.ratio(), Some(row.bulk_rate)),
+            ] {
+                println!(
+                    "{:>10} {:>8} {:>6} {:>10.0} {:>10.0} {:>10.0} {:>12.2} {:>12}",
+                    flash,
+                    mode.as_str(),
+                    phase,
+                    p.p50_us,
+                    p.p99_us,
+                    p.max_us,
+                    r,
+                    b.map(|b| format!("{:.1}", mib_s(b))).unwrap_or_default()
+                );
+            }
+            pools.insert(
+                mode.as_str().into(),
+                json!({
+                    "idle": pct_json(&row.idle), "busy": pct_json(&row.busy),
+                    "busy_p99_over_idle_p99": (row.ratio() * 100.0).round() / 100.0,
+                    "busy_p50_over_idle_p50":
+                        (row.busy.p50_us / row.idle.p50_us * 100.0).round() / 100.0,
+                    "bulk_mib_per_s": mib_s(row.bulk_rate),
+                    "bulk_image_bytes": size,
+                }),
             );
         }
         out.insert(
-            mode.as_str().into(),
-            json!({
-                "idle": pct_json(&idle), "busy": pct_json(&busy),
-                "busy_p99_over_idle_p99": (ratio * 100.0).round() / 100.0,
-                "busy_p50_over_idle_p50": (busy.p50_us / idle.p50_us * 100.0).round() / 100.0,
-                "bulk_mib_per_s": mib_s(bulk_rate),
-            }),
+            if rate_limit == 0 {
+                "unlimited".into()
+            } else {
+                format!("flash_{rate_limit}_bytes_per_s")
+            },
+            Value::Object(pools),
         );
-        match Arc::try_unwrap(bench) {
-            Ok(b) => b.shutdown().await,
-            Err(_) => bail!("the bulk task still holds the bench"),
-        }
     }
     out.insert("goal_busy_p99_over_idle_p99_classed".into(), json!(2.0));
     Ok(Value::Object(out))
+}
+
+/// Idle and busy System.Time percentiles of one pool at one flash rate.
+struct LatencyRow {
+    idle: Percentiles,
+    busy: Percentiles,
+    bulk_rate: f64,
+}
+
+impl LatencyRow {
+    fn ratio(&self) -> f64 {
+        self.busy.p99_us / self.idle.p99_us
+    }
+}
+
+async fn latency_case(
+    a: &LatencyArgs,
+    mode: PoolMode,
+    image: &Image,
+    rate_limit: u64,
+    gap: Duration,
+    max: Duration,
+) -> anyhow::Result<LatencyRow> {
+    let bench = Arc::new(Bench::start(mode).await?);
+    // Warm-up: both classes connected, code paths hot (unpaced).
+    bench.install(image, DEFAULT_CHUNK_BYTES).await?;
+    sample_time(&bench, 50, gap, Instant::now() + max).await?;
+    let device = bench.fleet.nth(0).context("the fleet has no device")?;
+    device
+        .apply(iosxe_sim::StatePatch {
+            install_bytes_per_s: Some(rate_limit),
+            ..Default::default()
+        })
+        .map_err(|e| anyhow::anyhow!("pacing the simulated flash: {e}"))?;
+
+    let per_block = a.samples.div_ceil(a.blocks);
+    let deadline = Instant::now() + max;
+    let (mut idle, mut busy) = (Vec::new(), Vec::new());
+    let moved = Arc::new(AtomicU64::new(0));
+    let mut busy_time = Duration::ZERO;
+    for _ in 0..a.blocks {
+        idle.extend(sample_time(&bench, per_block, gap, deadline).await?);
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let started = Instant::now();
+        let loader = {
+            let (bench, image, stop, moved) =
+                (bench.clone(), image.clone(), stop.clone(), moved.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    let done = bench.install(&image, DEFAULT_CHUNK_BYTES).await?;
+                    moved.fetch_add(done.bytes, Ordering::Relaxed);
+                }
+                anyhow::Ok(())
+            })
+        };
+        // Let the first transfer get going before sampling.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let sampled = sample_time(&bench, per_block, gap, deadline).await;
+        stop.store(true, Ordering::Relaxed);
+        let loaded = loader.await.context("bulk task panicked")?;
+        busy_time += started.elapsed();
+        busy.extend(sampled?);
+        loaded?;
+    }
+    let idle = percentiles(&idle).context("no idle samples")?;
+    let busy = percentiles(&busy).context("no busy samples")?;
+    let bulk_rate = rate(moved.load(Ordering::Relaxed), busy_time);
+    match Arc::try_unwrap(bench) {
+        Ok(b) => b.shutdown().await,
+        Err(_) => bail!("the bulk task still holds the bench"),
+    }
+    Ok(LatencyRow {
+        idle,
+        busy,
+        bulk_rate,
+    })
 }
 
 #[path = "cvk-bench/cli.rs"]

@@ -47,8 +47,8 @@ use crate::crd::upgrade::{IOSXESoftwareUpgradeStatus, Source, UpgradePhase};
 use crate::crd::{CiscoDevice, IOSXESoftwareUpgrade};
 use crate::lease::{Acquire, DeviceLocks, LeaseHolder};
 use crate::source::{
-    FetchRequest, ImageCache, ImageStream, SourceError, SourceSettings, UrlCredentials,
-    source_error,
+    FetchRequest, ImageCache, ImageStream, ReadCounters, SourceError, SourceSettings,
+    UrlCredentials, source_error,
 };
 use crate::upgrade::step::{
     Action, ActivationObs, ActivationResult, DeviceObs, DeviceState, LeaseObs, Observation,
@@ -799,6 +799,10 @@ async fn start_transfer(
         };
         let started = Instant::now();
         let source_err: Arc<Mutex<Option<SourceError>>> = Arc::new(Mutex::new(None));
+        let reads = match &content {
+            Content::Url(stream) => Some(stream.reads()),
+            Content::Bytes(_) => None,
+        };
         let stream = match content {
             Content::Bytes(b) => {
                 let chunks: Vec<Result<Bytes, std::io::Error>> = (0..b.len())
@@ -891,7 +895,14 @@ async fn start_transfer(
                 }
             }
         };
-        tracing::info!(upgrade = %name, %device, state = ?end, "transfer finished");
+        tracing::info!(
+            upgrade = %name,
+            %device,
+            state = ?end,
+            live_bytes = reads.as_ref().map(ReadCounters::live),
+            disk_bytes = reads.as_ref().map(ReadCounters::from_disk),
+            "transfer finished"
+        );
         *state.lock().unwrap_or_else(|e| e.into_inner()) = end;
     });
     TransferObs {

@@ -6,26 +6,17 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::SystemTime;
 
-use bytes::{Bytes, BytesMut};
-use futures::Stream;
-use futures::stream::BoxStream;
-use sha2::{Digest, Sha256};
-use tokio::io::AsyncReadExt;
-use tokio::io::AsyncSeekExt;
+use sha2::Digest;
 use tokio::sync::{Semaphore, watch};
 
+use super::sink::{Progress, Sink, Tee};
+use super::stream::ImageStream;
 use super::url::{Scheme, SourceUrl};
-use super::{FetchRequest, STREAM_CHUNK, SourceError, SourceSettings, UrlCredentials};
-
-/// Bytes the download buffers before writing them to the partial file and
-/// telling followers.
-const WRITE_BATCH: usize = 256 * 1024;
+use super::{FetchRequest, SourceError, SourceSettings, UrlCredentials};
 
 /// Content-addressed image cache with single-flight downloads. Cheap to
 /// clone (Arc inside).
@@ -57,20 +48,10 @@ struct State {
     readers: HashMap<String, usize>,
 }
 
-/// Progress of one download, published to its followers.
-#[derive(Debug, Clone, Default)]
-struct Progress {
-    /// Bytes written and flushed to the partial file.
-    written: u64,
-    /// Size announced by the source.
-    total: Option<u64>,
-    /// Set once: Ok when verified and renamed into place.
-    outcome: Option<Result<(), SourceError>>,
-}
-
 struct Flight {
     partial: PathBuf,
     progress: watch::Receiver<Progress>,
+    tee: Tee,
 }
 
 impl ImageCache {
@@ -136,7 +117,7 @@ impl ImageCache {
             c.check_allowed(&url)?;
         }
         let digest = req.sha256.clone();
-        let (flight, file) = {
+        let (flight, file, feed) = {
             let mut st = self.inner.state.lock().unwrap();
             let flight = if let Some(f) = st.flights.get(&digest) {
                 Arc::clone(f)
@@ -161,11 +142,7 @@ impl ImageCache {
                         cache: Arc::clone(&self.inner),
                         digest,
                     };
-                    return Ok(ImageStream::from_file(
-                        tokio::fs::File::from_std(file),
-                        len,
-                        guard,
-                    ));
+                    return Ok(ImageStream::from_file(file, len, guard));
                 }
                 let flight = self.start_flight(&digest, url, req.credentials.clone())?;
                 st.flights.insert(digest.clone(), Arc::clone(&flight));
@@ -175,7 +152,11 @@ impl ImageCache {
             // only after leaving the map under the same lock.
             let file = std::fs::File::open(&flight.partial)
                 .map_err(|e| SourceError::io(flight.partial.display(), e))?;
-            (flight, tokio::fs::File::from_std(file))
+            // Subscribed under the lock too: the reader that starts a
+            // download gets every batch live (while it keeps up); one that
+            // joins later reads up to the live point from the partial file.
+            let feed = flight.tee.subscribe();
+            (flight, file, feed)
         };
         // Wait until the source answered, so that refusals (not found, auth,
         // too large) come back from `open` and the size is known when the
@@ -191,7 +172,7 @@ impl ImageCache {
                 outcome: Some(Err(e)),
                 ..
             }) => Err(e),
-            Ok(_) => Ok(ImageStream::follow(file, flight.progress.clone())),
+            Ok(_) => Ok(ImageStream::follow(file, flight.progress.clone(), feed)),
             Err(_) => Err(SourceError::Io {
                 detail: "the download task ended without an outcome".into(),
             }),
@@ -223,10 +204,14 @@ impl ImageCache {
         let flight = Arc::new(Flight {
             partial: partial.clone(),
             progress: rx,
+            tee: Tee::default(),
         });
         let inner = Arc::clone(&self.inner);
         let digest = digest.to_owned();
+        let ours = Arc::clone(&flight);
         tokio::spawn(async move {
+            // The live feed ends with the download, whichever way it ends.
+            let _close = CloseTee(&ours.tee);
             let outcome = download(
                 &inner,
                 &digest,
@@ -235,8 +220,10 @@ impl ImageCache {
                 file,
                 &partial,
                 &tx,
+                &ours.tee,
             )
             .await;
+            ours.tee.close();
             match &outcome {
                 Ok(size) => {
                     tracing::info!(url = %url.url, digest = %digest, bytes = size, "image downloaded and verified")
@@ -274,7 +261,17 @@ impl ImageCache {
     }
 }
 
+/// Closes a download's live feed when dropped.
+struct CloseTee<'a>(&'a Tee);
+
+impl Drop for CloseTee<'_> {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
 /// Runs one download into `file`; returns its size once the digest matched.
+#[allow(clippy::too_many_arguments)]
 async fn download(
     inner: &Arc<Inner>,
     digest: &str,
@@ -283,21 +280,19 @@ async fn download(
     file: std::fs::File,
     partial: &Path,
     tx: &watch::Sender<Progress>,
+    tee: &Tee,
 ) -> Result<u64, SourceError> {
     let _slot = Arc::clone(&inner.fetch_slots)
         .acquire_owned()
         .await
         .map_err(|_| SourceError::io("fetch slots", "closed"))?;
-    let mut sink = Sink {
-        file: Some(file),
-        hasher: Some(Sha256::new()),
-        pending: None,
-        path: partial.to_owned(),
-        buf: BytesMut::with_capacity(WRITE_BATCH),
-        written: 0,
-        limit: inner.settings.max_image_bytes,
+    let mut sink = Sink::new(
+        file,
+        partial.to_owned(),
+        inner.settings.max_image_bytes,
         tx,
-    };
+        tee,
+    );
     let settings = &inner.settings;
     let fetch = async {
         match url.scheme {
@@ -334,116 +329,7 @@ async fn download(
         .await
         .map_err(|e| SourceError::io(path.display(), e))?
         .map_err(|e| SourceError::io(path.display(), e))?;
-    Ok(sink.written)
-}
-
-/// Where a scheme client puts the bytes: size cap, SHA-256, the partial
-/// file, progress for followers.
-///
-/// Hashing and writing run on a blocking thread, one batch of
-/// [`WRITE_BATCH`] bytes at a time, while the client receives the next
-/// batch: a two-stage pipeline, so the digest costs no extra time on the
-/// network path when two cores are free.
-pub(crate) struct Sink<'a> {
-    file: Option<std::fs::File>,
-    hasher: Option<Sha256>,
-    pending: Option<tokio::task::JoinHandle<Batch>>,
-    path: PathBuf,
-    buf: BytesMut,
-    written: u64,
-    limit: u64,
-    tx: &'a watch::Sender<Progress>,
-}
-
-/// A batch handed back by the blocking thread: the hasher and file, the
-/// offset the file now ends at, and the write result.
-type Batch = (Sha256, std::fs::File, u64, std::io::Result<()>);
-
-impl Sink<'_> {
-    /// The size the source announced (Content-Length, tsize, SIZE, stat).
-    pub(crate) fn announce_total(&mut self, total: u64) -> Result<(), SourceError> {
-        if total > self.limit {
-            return Err(SourceError::TooLarge {
-                size: total,
-                limit: self.limit,
-            });
-        }
-        self.tx.send_modify(|p| p.total = Some(total));
-        Ok(())
-    }
-
-    /// Bytes received so far.
-    pub(crate) fn written(&self) -> u64 {
-        self.written
-    }
-
-    /// Appends the next bytes of the image.
-    pub(crate) async fn write(&mut self, data: &[u8]) -> Result<(), SourceError> {
-        let new = self.written + data.len() as u64;
-        if new > self.limit {
-            return Err(SourceError::TooLarge {
-                size: new,
-                limit: self.limit,
-            });
-        }
-        self.written = new;
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= WRITE_BATCH {
-            self.submit().await?;
-        }
-        Ok(())
-    }
-
-    /// Waits for the batch in progress and tells followers its bytes are on
-    /// disk.
-    async fn settle(&mut self) -> Result<(), SourceError> {
-        if let Some(h) = self.pending.take() {
-            let (hasher, file, end, result) = h
-                .await
-                .map_err(|e| SourceError::io(self.path.display(), e))?;
-            self.hasher = Some(hasher);
-            self.file = Some(file);
-            result.map_err(|e| SourceError::io(self.path.display(), e))?;
-            self.tx.send_modify(|p| p.written = end);
-        }
-        Ok(())
-    }
-
-    /// Hands the buffered bytes to the blocking thread.
-    async fn submit(&mut self) -> Result<(), SourceError> {
-        self.settle().await?;
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let chunk = self.buf.split().freeze();
-        let (Some(mut hasher), Some(mut file)) = (self.hasher.take(), self.file.take()) else {
-            return Err(SourceError::io(
-                self.path.display(),
-                "sink used after a failure",
-            ));
-        };
-        let end = self.written;
-        self.pending = Some(tokio::task::spawn_blocking(move || {
-            use std::io::Write;
-            hasher.update(&chunk);
-            let r = file.write_all(&chunk);
-            (hasher, file, end, r)
-        }));
-        Ok(())
-    }
-
-    /// Writes what is left; returns the hasher and the file.
-    async fn finish(&mut self) -> Result<(Sha256, std::fs::File), SourceError> {
-        self.submit().await?;
-        self.settle().await?;
-        match (self.hasher.take(), self.file.take()) {
-            (Some(h), Some(f)) => Ok((h, f)),
-            _ => Err(SourceError::io(
-                self.path.display(),
-                "sink used after a failure",
-            )),
-        }
-    }
+    Ok(sink.written())
 }
 
 /// Keeps a verified file from eviction while it is read.
@@ -510,143 +396,6 @@ fn set_mode(path: &Path, mode: u32) -> Result<(), SourceError> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(|e| SourceError::io(path.display(), e))
-}
-
-/// The bytes of an image, in order, as they arrive. Ends with `None` only
-/// after the SHA-256 of all bytes equals the requested digest; on a
-/// mismatch the last item is an `Err` whose `io::Error` wraps
-/// [`SourceError::DigestMismatch`] (and the partial file is discarded).
-/// Size over `max_image_bytes` errors with [`SourceError::TooLarge`].
-pub struct ImageStream {
-    inner: BoxStream<'static, Result<Bytes, std::io::Error>>,
-    total: Option<u64>,
-    progress: Option<watch::Receiver<Progress>>,
-    from_cache: bool,
-}
-
-impl std::fmt::Debug for ImageStream {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ImageStream")
-            .field("total", &self.total_bytes())
-            .field("from_cache", &self.from_cache)
-            .finish_non_exhaustive()
-    }
-}
-
-impl ImageStream {
-    /// The size, when the source announced it (always for cached images).
-    pub fn total_bytes(&self) -> Option<u64> {
-        match &self.progress {
-            Some(p) => p.borrow().total,
-            None => self.total,
-        }
-    }
-
-    /// Whether the bytes come from a verified copy in the cache.
-    pub fn from_cache(&self) -> bool {
-        self.from_cache
-    }
-
-    fn from_file(file: tokio::fs::File, len: u64, guard: ReaderGuard) -> Self {
-        let state = (file, 0u64, guard);
-        let inner = futures::stream::try_unfold(state, move |(mut file, pos, guard)| async move {
-            if pos >= len {
-                return Ok(None);
-            }
-            let want = STREAM_CHUNK.min((len - pos) as usize);
-            let chunk = read_exact_chunk(&mut file, want).await?;
-            Ok(Some((chunk, (file, pos + want as u64, guard))))
-        });
-        Self {
-            inner: Box::pin(inner),
-            total: Some(len),
-            progress: None,
-            from_cache: true,
-        }
-    }
-
-    fn follow(file: tokio::fs::File, progress: watch::Receiver<Progress>) -> Self {
-        let live = progress.clone();
-        struct Follow {
-            file: tokio::fs::File,
-            pos: u64,
-            progress: watch::Receiver<Progress>,
-            done: bool,
-        }
-        let state = Follow {
-            file,
-            pos: 0,
-            progress,
-            done: false,
-        };
-        let inner = futures::stream::unfold(state, |mut s| async move {
-            if s.done {
-                return None;
-            }
-            loop {
-                let (written, outcome) = {
-                    let p = s.progress.borrow_and_update();
-                    (p.written, p.outcome.clone())
-                };
-                if s.pos < written {
-                    let want = STREAM_CHUNK.min((written - s.pos) as usize);
-                    return match read_at(&mut s.file, s.pos, want).await {
-                        Ok(chunk) => {
-                            s.pos += chunk.len() as u64;
-                            Some((Ok(chunk), s))
-                        }
-                        Err(e) => {
-                            s.done = true;
-                            Some((Err(e), s))
-                        }
-                    };
-                }
-                match outcome {
-                    Some(Ok(())) => return None,
-                    Some(Err(e)) => {
-                        s.done = true;
-                        return Some((Err(e.into_io()), s));
-                    }
-                    None => {
-                        if s.progress.changed().await.is_err() {
-                            s.done = true;
-                            let e = SourceError::Io {
-                                detail: "the download task ended without an outcome".into(),
-                            };
-                            return Some((Err(e.into_io()), s));
-                        }
-                    }
-                }
-            }
-        });
-        Self {
-            inner: Box::pin(inner),
-            total: None,
-            progress: Some(live),
-            from_cache: false,
-        }
-    }
-}
-
-async fn read_exact_chunk(file: &mut tokio::fs::File, want: usize) -> std::io::Result<Bytes> {
-    let mut buf = BytesMut::zeroed(want);
-    file.read_exact(&mut buf).await?;
-    Ok(buf.freeze())
-}
-
-/// Reads the next `want` bytes; reads are sequential, so the file position
-/// is always `pos` (checked in debug builds).
-async fn read_at(file: &mut tokio::fs::File, pos: u64, want: usize) -> std::io::Result<Bytes> {
-    debug_assert_eq!(file.stream_position().await.ok(), Some(pos));
-    read_exact_chunk(file, want).await
-}
-
-impl Stream for ImageStream {
-    type Item = Result<Bytes, std::io::Error>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.inner.as_mut().poll_next(cx)
-    }
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
-use super::cache::Sink;
+use super::sink::Sink;
 use super::url::SourceUrl;
 use super::{SourceError, SourceSettings, UrlCredentials};
 

@@ -12,7 +12,7 @@ use hyper_util::rt::TokioExecutor;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
-use super::cache::Sink;
+use super::sink::Sink;
 use super::url::{Scheme, SourceUrl};
 use super::{SourceError, SourceSettings};
 

@@ -4,24 +4,29 @@
 //!
 //! ```text
 //!  ImageCache::open(FetchRequest{url, sha256, credentials})
-//!     |  verified copy at <cache_dir>/sha256/<digest>? -> stream it from disk
+//!     |  verified copy at <cache_dir>/sha256/<digest>? -> stream it from disk (pread, read-ahead)
 //!     |  a download of <digest> in flight?             -> follow it
 //!     v  else: spawn the download (outlives the caller), then follow it
-//!  download task: scheme client -> Sink (size cap, SHA-256, partial file)
+//!  download task: scheme client -> Sink (size cap, 1 MiB batches)
+//!     batch -> blocking thread: SHA-256 + write to the partial file
+//!     batch -> Tee: the same bytes to every live reader (no copy, no disk read)
 //!     -> digest == sha256 ? rename into <cache_dir>/sha256/<digest> : delete, DigestMismatch
-//!  follower (ImageStream): reads the partial file as it grows; ends with
-//!     None only once the digest matched, else with an Err(SourceError)
+//!  reader (ImageStream): live batches while it keeps up, the partial file for
+//!     what it missed; ends with None only once the digest matched, else Err
 //! ```
 //!
-//! The image is never held in memory: the download writes to disk, every
-//! reader reads back from disk in chunks of [`STREAM_CHUNK`] bytes. Many
-//! devices upgrading to one image, and the retries of one device, share one
-//! download (single flight).
+//! The bytes pass the network once, the hasher once and the disk once: the
+//! first device of a download gets them straight from the download (a tee),
+//! later devices read the verified file. The image is never held in memory
+//! beyond a few 1 MiB batches per download. Many devices upgrading to one
+//! image, and the retries of one device, share one download (single flight).
 
 mod cache;
 mod ftp;
 mod http;
+mod sink;
 mod ssh;
+mod stream;
 mod tftp;
 mod url;
 
@@ -29,7 +34,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use cache::{ImageCache, ImageStream};
+pub use cache::ImageCache;
+pub use stream::{ImageStream, ReadCounters};
 pub use url::{Scheme, SourceUrl};
 
 /// Size of the chunks an [`ImageStream`] yields: the default OS.Install

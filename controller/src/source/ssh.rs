@@ -14,7 +14,7 @@ use std::sync::Arc;
 use russh::keys::PrivateKeyWithHashAlg;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::cache::Sink;
+use super::sink::Sink;
 use super::url::{Scheme, SourceUrl};
 use super::{SourceError, SourceSettings, UrlCredentials};
 use crate::client::known_hosts::{self, HostKeyChecker};

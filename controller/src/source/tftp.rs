@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use tokio::net::UdpSocket;
 
-use super::cache::Sink;
+use super::sink::Sink;
 use super::url::SourceUrl;
 use super::{SourceError, SourceSettings, TftpOptions};
 
