@@ -98,6 +98,34 @@ fn assert_tee(reads: &ReadCounters, size: u64, what: &str) {
     assert_eq!(reads.live() + reads.from_disk(), size, "{what}");
 }
 
+/// An HTTP server on loopback serving one generated image, and a fresh
+/// cache with a request for it.
+struct HttpCase {
+    /// Bind it (`_f: _tmp`), not `..`: the directories go with it.
+    _f: Fixture,
+    server: HttpServer,
+    cache: ImageCache,
+    req: FetchRequest,
+    sha: String,
+}
+
+async fn http_case(size: u64) -> HttpCase {
+    let f = fixture();
+    let sha = write_image(&f.serve_dir, "a.bin", size);
+    let server = HttpServer::start(&f.serve_dir, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let cache = ImageCache::new(settings(&f)).unwrap();
+    let req = request(server.url("images/a.bin"), &sha);
+    HttpCase {
+        _f: f,
+        server,
+        cache,
+        req,
+        sha,
+    }
+}
+
 async fn fetch_ok(cache: &ImageCache, req: &FetchRequest) -> ImageStream {
     cache
         .open(req)
@@ -141,14 +169,14 @@ async fn http_fetches_an_image_and_checks_the_digest() {
 
 #[tokio::test]
 async fn a_reader_that_falls_behind_goes_on_from_the_partial_file() {
-    let f = fixture();
     let size = 12 * 1024 * 1024 + 5;
-    let sha = write_image(&f.serve_dir, "a.bin", size);
-    let server = HttpServer::start(&f.serve_dir, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let cache = ImageCache::new(settings(&f)).unwrap();
-    let req = request(server.url("images/a.bin"), &sha);
+    let HttpCase {
+        server,
+        cache,
+        req,
+        sha,
+        _f: _tmp,
+    } = http_case(size).await;
     let mut slow = fetch_ok(&cache, &req).await;
     let reads = slow.reads();
     let first = slow.next().await.expect("a first chunk").unwrap();
@@ -181,14 +209,14 @@ async fn a_reader_that_falls_behind_goes_on_from_the_partial_file() {
 
 #[tokio::test]
 async fn a_reader_that_joins_a_running_download_catches_up_from_the_file() {
-    let f = fixture();
     let size = 24 * 1024 * 1024 + 3;
-    let sha = write_image(&f.serve_dir, "a.bin", size);
-    let server = HttpServer::start(&f.serve_dir, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let cache = ImageCache::new(settings(&f)).unwrap();
-    let req = request(server.url("images/a.bin"), &sha);
+    let HttpCase {
+        server,
+        cache,
+        req,
+        sha,
+        _f: _tmp,
+    } = http_case(size).await;
     let mut first = fetch_ok(&cache, &req).await;
     // Two chunks through the first reader: the download is past them.
     let mut h = Sha256::new();
@@ -374,14 +402,14 @@ async fn size_cap_refuses_an_announced_size() {
 
 #[tokio::test]
 async fn single_flight_two_concurrent_opens_make_one_download() {
-    let f = fixture();
     let size = 16 * 1024 * 1024;
-    let sha = write_image(&f.serve_dir, "a.bin", size);
-    let server = HttpServer::start(&f.serve_dir, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let cache = ImageCache::new(settings(&f)).unwrap();
-    let req = request(server.url("images/a.bin"), &sha);
+    let HttpCase {
+        server,
+        cache,
+        req,
+        sha,
+        _f: _tmp,
+    } = http_case(size).await;
     let (a, b) = tokio::join!(cache.open(&req), cache.open(&req));
     let (a, b) = (a.unwrap(), b.unwrap());
     let ((na, ha, ea), (nb, hb, eb)) = tokio::join!(drain(a), drain(b));
@@ -393,15 +421,15 @@ async fn single_flight_two_concurrent_opens_make_one_download() {
 
 #[tokio::test]
 async fn an_interrupted_download_errors_retryably_and_a_reopen_succeeds() {
-    let f = fixture();
     let size = 4 * 1024 * 1024;
-    let sha = write_image(&f.serve_dir, "a.bin", size);
-    let server = HttpServer::start(&f.serve_dir, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let HttpCase {
+        server,
+        cache,
+        req,
+        sha,
+        _f: _tmp,
+    } = http_case(size).await;
     server.faults().cut_next(1024 * 1024, 1);
-    let cache = ImageCache::new(settings(&f)).unwrap();
-    let req = request(server.url("images/a.bin"), &sha);
     let (n, _, err) = drain(cache.open(&req).await.unwrap()).await;
     let err = err.expect("cut download must error");
     let se = source_error(&err).expect("SourceError inside");

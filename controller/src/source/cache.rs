@@ -218,9 +218,8 @@ impl ImageCache {
                 &url,
                 credentials.as_ref(),
                 file,
-                &partial,
+                &ours,
                 &tx,
-                &ours.tee,
             )
             .await;
             ours.tee.close();
@@ -271,17 +270,16 @@ impl Drop for CloseTee<'_> {
 }
 
 /// Runs one download into `file`; returns its size once the digest matched.
-#[allow(clippy::too_many_arguments)]
 async fn download(
     inner: &Arc<Inner>,
     digest: &str,
     url: &SourceUrl,
     credentials: Option<&UrlCredentials>,
     file: std::fs::File,
-    partial: &Path,
+    flight: &Flight,
     tx: &watch::Sender<Progress>,
-    tee: &Tee,
 ) -> Result<u64, SourceError> {
+    let partial = flight.partial.as_path();
     let _slot = Arc::clone(&inner.fetch_slots)
         .acquire_owned()
         .await
@@ -291,7 +289,7 @@ async fn download(
         partial.to_owned(),
         inner.settings.max_image_bytes,
         tx,
-        tee,
+        &flight.tee,
     );
     let settings = &inner.settings;
     let fetch = async {
