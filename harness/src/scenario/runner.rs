@@ -705,10 +705,9 @@ fn called(devices: &[PreparedDevice], c: &super::model::CallTrigger) -> bool {
 /// with 429 and it is retried with backoff), so the initial list completes
 /// only once the cache can serve the watch that follows from the list's
 /// resourceVersion. Measured on a CRD created a moment before: this list
-/// answers after about 1 s, when the cache is ready; the default list
-/// answered from etcd after 40 ms, while the watch was still refused. A list answered by etcd instead (the default
-/// most-recent, paged list) could return a resourceVersion older than the
-/// cache's start; the watch from it then ends in 410 and a re-list that
+/// answers after about 1 s, the default list after 40 ms. A list answered by
+/// etcd (the default most-recent, paged list) can return a resourceVersion
+/// older than the cache's start; the watch from it then ends in 410 and a re-list that
 /// delivers only the present state, losing phases that lasted less than the
 /// gap (a FactoryReset's Running, 15 ms).
 async fn watch_phases(
