@@ -128,6 +128,16 @@ pub async fn install_crds(
     Ok(names)
 }
 
+/// `n` random lowercase alphanumerics, for names that must not collide
+/// with another test's.
+pub fn random_suffix(n: usize) -> String {
+    rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(n)
+        .map(|c| (c as char).to_ascii_lowercase())
+        .collect()
+}
+
 /// A namespace for one test, with a random suffix. Delete it at the end of
 /// the test with [`TestNamespace::delete`]; the control plane has no
 /// namespace controller, so it stays Terminating, out of every other test's
@@ -140,12 +150,7 @@ pub struct TestNamespace {
 impl TestNamespace {
     /// Creates `<prefix>-<6 random lowercase alphanumerics>`.
     pub async fn create(client: &Client, prefix: &str) -> anyhow::Result<Self> {
-        let suffix: String = rand::rng()
-            .sample_iter(rand::distr::Alphanumeric)
-            .take(6)
-            .map(|c| (c as char).to_ascii_lowercase())
-            .collect();
-        let name = format!("{prefix}-{suffix}");
+        let name = format!("{prefix}-{}", random_suffix(6));
         let ns: Namespace = serde_json::from_value(serde_json::json!({
             "metadata": { "name": name, "labels": { "app.kubernetes.io/managed-by": "cvk-hil-tests" } }
         }))?;

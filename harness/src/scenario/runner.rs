@@ -1493,7 +1493,6 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn phase_watch_on_a_new_crd_sees_every_phase() {
         use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-        use rand::Rng as _;
         let cp = crate::testing::shared_control_plane();
         let client = cp.client().await.expect("client");
         let ns = TestNamespace::create(&client, "phase-watch")
@@ -1501,12 +1500,8 @@ mod tests {
             .expect("namespace");
         let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
         for round in 0..4 {
-            let suffix: String = rand::rng()
-                .sample_iter(rand::distr::Alphanumeric)
-                .take(6)
-                .map(|c| (c as char).to_ascii_lowercase())
-                .filter(char::is_ascii_alphabetic)
-                .collect();
+            // After a letter: kind and plural must start with one.
+            let suffix = crate::testing::random_suffix(6);
             let plural = format!("probes{suffix}{round}");
             let kind = format!("Probe{suffix}{round}");
             let group = "watch.test.cvk";
