@@ -2,11 +2,13 @@
 //! lifecycle over gNOI and gNMI.
 
 pub mod client;
+pub mod conditions;
 pub mod config;
 pub mod crd;
 pub mod leader;
 pub mod lease;
 pub mod pause;
+pub mod reason;
 pub mod reconcile;
 pub mod source;
 pub mod telemetry;

@@ -75,17 +75,45 @@ pub struct OperationLabels {
     pub phase: String,
 }
 
+/// Labels of `cisco_vk_reconcile_duration_seconds`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// CRD kind.
+    pub kind: String,
+}
+
+type ReconcileHistogram = Family<KindLabels, Histogram, fn() -> Histogram>;
+
+fn reconcile_histogram() -> Histogram {
+    // 1 ms .. ~65 s
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
 /// Controller-level metric families (the device client registers its own).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct ControllerMetrics {
-    /// Reconciles by kind and outcome.
+    /// Reconciles by kind and outcome, counted when the reconcile ended.
     pub reconciles: Family<ReconcileLabels, Counter>,
+    /// How long reconciles took, by kind.
+    pub reconcile_seconds: ReconcileHistogram,
     /// DeviceOperation completions.
     pub operations: Family<OperationLabels, Counter>,
     /// IOSXEOperationalAction phase transitions.
     pub action_transitions: Family<ActionTransitionLabels, Counter>,
     /// IOSXESoftwareUpgrade transitions and transfers.
     pub upgrades: UpgradeMetrics,
+}
+
+impl Default for ControllerMetrics {
+    fn default() -> Self {
+        Self {
+            reconciles: Family::default(),
+            reconcile_seconds: Family::new_with_constructor(reconcile_histogram),
+            operations: Family::default(),
+            action_transitions: Family::default(),
+            upgrades: UpgradeMetrics::default(),
+        }
+    }
 }
 
 /// Labels of `cisco_vk_iosxe_software_upgrade_transitions_total`.
@@ -190,6 +218,11 @@ impl ControllerMetrics {
             self.reconciles.clone(),
         );
         registry.register(
+            "cisco_vk_reconcile_duration_seconds",
+            "Duration of reconciles by kind",
+            self.reconcile_seconds.clone(),
+        );
+        registry.register(
             "cisco_vk_device_operation",
             "DeviceOperation completions by kind and terminal phase",
             self.operations.clone(),
@@ -202,14 +235,19 @@ impl ControllerMetrics {
         self.upgrades.register(registry);
     }
 
-    /// Counts one reconcile.
-    pub fn reconciled(&self, kind: &str, outcome: &str) {
+    /// Counts one finished reconcile and observes how long it took.
+    pub fn reconciled(&self, kind: &str, outcome: &str, took: std::time::Duration) {
         self.reconciles
             .get_or_create(&ReconcileLabels {
                 kind: kind.to_owned(),
                 outcome: outcome.to_owned(),
             })
             .inc();
+        self.reconcile_seconds
+            .get_or_create(&KindLabels {
+                kind: kind.to_owned(),
+            })
+            .observe(took.as_secs_f64());
     }
 }
 

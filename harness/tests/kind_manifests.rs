@@ -592,8 +592,10 @@ async fn people_roles_are_split_by_trust_level() {
         "system:serviceaccounts:cvk-system",
     ];
     for (verb, resource, want) in [
-        ("patch", "ciscodevices/status", true),
-        ("patch", "iosxesoftwareupgrades/status", true),
+        ("update", "ciscodevices/status", true),
+        ("update", "iosxesoftwareupgrades/status", true),
+        ("update", "deviceoperations/status", true),
+        ("patch", "ciscodevices/status", false),
         ("get", "secrets", true),
         ("list", "secrets", false),
         ("create", "iosxesoftwareupgrades", false),

@@ -3,6 +3,8 @@
 //! [`ClientError::category`] is a stable snake_case string: it is the
 //! `outcome` label of `cisco_vk_gnoi_rpc_total` and the reason reconcilers
 //! write into status and Events, so its values never change once released.
+//! [`ClientError::class`] is the one classification reconcilers act on:
+//! ambiguous (the device may have acted), retryable, final or unsupported;
 //! [`ClientError::is_transient`] says whether retrying the same call later
 //! can succeed without anyone changing anything.
 
@@ -13,6 +15,23 @@ use tonic::Code;
 
 use super::GnoiService;
 use super::paths::PathError;
+
+/// What a failed call means for the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The request may have reached the device and its outcome is unknown
+    /// (the transport broke or the deadline passed): a read may be retried;
+    /// a destructive RPC is observed on the device, never sent again.
+    Ambiguous,
+    /// A definite answer that may clear by itself (busy, aborted, internal
+    /// error): the same call later can succeed.
+    Retryable,
+    /// Refused for good: the same call gets the same answer until the spec
+    /// or the configuration changes.
+    Final,
+    /// The device does not implement the service.
+    Unsupported,
+}
 
 /// Everything a device call can fail with.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -150,27 +169,23 @@ impl ClientError {
         }
     }
 
-    /// Whether the same call may succeed later without a change of spec or
-    /// configuration.
-    pub fn is_transient(&self) -> bool {
+    /// The one classification of client errors every reconciler uses.
+    pub fn class(&self) -> ErrorClass {
         match self {
             ClientError::Unavailable { .. }
             | ClientError::DeadlineExceeded { .. }
-            | ClientError::Interrupted { .. } => true,
-            ClientError::Rpc { code, .. } => matches!(
-                code,
-                Code::Unavailable
-                    | Code::ResourceExhausted
-                    | Code::Aborted
-                    | Code::Internal
-                    | Code::Unknown
-                    | Code::Cancelled
-                    | Code::DeadlineExceeded
-            ),
+            | ClientError::Interrupted { .. } => ErrorClass::Ambiguous,
+            ClientError::Rpc { code, .. } => match code {
+                Code::Unknown | Code::Cancelled | Code::DeadlineExceeded | Code::Unavailable => {
+                    ErrorClass::Ambiguous
+                }
+                Code::ResourceExhausted | Code::Aborted | Code::Internal => ErrorClass::Retryable,
+                _ => ErrorClass::Final,
+            },
             // The capability cache entry expires, but within its TTL the
             // answer is the same: callers treat it as a condition to report.
-            ClientError::ServiceUnsupported { .. }
-            | ClientError::Unauthenticated { .. }
+            ClientError::ServiceUnsupported { .. } => ErrorClass::Unsupported,
+            ClientError::Unauthenticated { .. }
             | ClientError::InvalidPath(_)
             | ClientError::InvalidRequest(_)
             | ClientError::InvalidTarget(_)
@@ -178,8 +193,30 @@ impl ClientError {
             | ClientError::Protocol(_)
             | ClientError::ContentSource { .. }
             | ClientError::HashMismatch { .. }
-            | ClientError::Disabled => false,
+            | ClientError::Disabled => ErrorClass::Final,
         }
+    }
+
+    /// Whether the same call may succeed later without a change of spec or
+    /// configuration ([`ErrorClass::Ambiguous`] or [`ErrorClass::Retryable`]).
+    pub fn is_transient(&self) -> bool {
+        matches!(self.class(), ErrorClass::Ambiguous | ErrorClass::Retryable)
+    }
+
+    /// Whether the request certainly did not take effect: refused before it
+    /// was sent (invalid request or target, gNOI disabled), by the device's
+    /// authentication, or for a service the device does not implement. A
+    /// destructive RPC that failed otherwise is observed, never assumed
+    /// refused.
+    pub fn refused_unsent(&self) -> bool {
+        matches!(
+            self,
+            ClientError::ServiceUnsupported { .. }
+                | ClientError::InvalidRequest(_)
+                | ClientError::Unauthenticated { .. }
+                | ClientError::InvalidTarget(_)
+                | ClientError::Disabled
+        )
     }
 
     /// The gRPC code behind this error, where there is one.
@@ -404,6 +441,50 @@ mod tests {
             assert_eq!(err.category(), cat, "{err}");
             assert_eq!(err.is_transient(), transient, "{err}");
             assert!(cat.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+        }
+    }
+
+    #[test]
+    fn one_classification() {
+        let rpc = |code| ClientError::Rpc {
+            service: GnoiService::System,
+            method: "Reboot",
+            code,
+            message: "m".into(),
+        };
+        let unavailable = ClientError::Unavailable {
+            message: "reset".into(),
+            retry_after: None,
+        };
+        let unsupported = ClientError::ServiceUnsupported {
+            service: GnoiService::Os,
+            detail: "nope".into(),
+        };
+        let cases = [
+            (unavailable, ErrorClass::Ambiguous, false),
+            (rpc(Code::Unknown), ErrorClass::Ambiguous, false),
+            (rpc(Code::Cancelled), ErrorClass::Ambiguous, false),
+            (rpc(Code::Aborted), ErrorClass::Retryable, false),
+            (rpc(Code::Internal), ErrorClass::Retryable, false),
+            (rpc(Code::NotFound), ErrorClass::Final, false),
+            (rpc(Code::FailedPrecondition), ErrorClass::Final, false),
+            (ClientError::Protocol("x".into()), ErrorClass::Final, false),
+            (
+                ClientError::InvalidRequest("x".into()),
+                ErrorClass::Final,
+                true,
+            ),
+            (ClientError::Disabled, ErrorClass::Final, true),
+            (unsupported, ErrorClass::Unsupported, true),
+        ];
+        for (err, class, unsent) in cases {
+            assert_eq!(err.class(), class, "{err}");
+            assert_eq!(err.refused_unsent(), unsent, "{err}");
+            assert_eq!(
+                err.is_transient(),
+                matches!(class, ErrorClass::Ambiguous | ErrorClass::Retryable),
+                "{err}"
+            );
         }
     }
 

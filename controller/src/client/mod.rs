@@ -71,7 +71,7 @@ use tonic::transport::Channel;
 
 pub use capability::{CapabilityCache, CapabilitySnapshot, ServiceSupport, Support};
 pub use conn::{ConnectionState, EndpointPlan};
-pub use error::ClientError;
+pub use error::{ClientError, ErrorClass};
 pub use metrics::ClientMetrics;
 pub use paths::{DevicePath, PathError};
 pub use settings::{

@@ -53,7 +53,6 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
@@ -62,21 +61,23 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tonic::Code;
 
-use super::conditions;
 use super::device::client_reason;
-use super::operation::service_name;
-use super::target::resolve_target;
-use super::{Context, MANAGER, ReconcileError, ns_name};
+use super::engine::{
+    self, DeviceLookupError, add_finalizer, device_locks, gnoi_client, lease_holder,
+    remove_finalizer, update_status, write_status,
+};
+use super::{Context, ReconcileError, ns_name};
 use crate::client::factory_reset::{FactoryResetOutcome, FactoryResetParams};
 use crate::client::paths::{WRITE_PREFIXES, validate_path};
 use crate::client::system::{KillProcessParams, RebootMethod, RebootParams, Signal};
-use crate::client::{ClientError, DeviceClient, GnoiService, Support};
-use crate::crd::CiscoDevice;
+use crate::client::{ClientError, DeviceClient, ErrorClass, GnoiService, Support};
+use crate::conditions;
 use crate::crd::action::{
     ActionArgs, ActionKind, ActionPhase, IOSXEOperationalAction, IOSXEOperationalActionStatus,
     RebootMethod as CrdRebootMethod, Signal as CrdSignal,
 };
 use crate::lease::{Acquire, DeviceLocks, LeaseHolder};
+use crate::reason::ActionReason;
 use crate::telemetry::ActionTransitionLabels;
 
 /// The kind, as it appears in Events, metrics and Lease holders.
@@ -224,16 +225,16 @@ pub fn step(v: &ActionView) -> ActionStep {
 /// A refusal before anything mutating reached the device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
-    /// CamelCase reason.
-    pub reason: String,
+    /// Why.
+    pub reason: ActionReason,
     /// What is wrong and how to fix it.
     pub message: String,
 }
 
 impl Rejection {
-    fn new(reason: impl Into<String>, message: impl Into<String>) -> Self {
+    fn new(reason: ActionReason, message: impl Into<String>) -> Self {
         Self {
-            reason: reason.into(),
+            reason,
             message: message.into(),
         }
     }
@@ -339,7 +340,7 @@ pub fn build_request(obj: &IOSXEOperationalAction) -> Result<Request, Rejection>
     let spec = &obj.spec;
     if spec.confirm != spec.device_ref.name {
         return Err(Rejection::new(
-            "ConfirmMismatch",
+            ActionReason::ConfirmMismatch,
             format!(
                 "spec.confirm {:?} must equal spec.deviceRef.name {:?}; nothing was sent to the device",
                 spec.confirm, spec.device_ref.name
@@ -349,18 +350,18 @@ pub fn build_request(obj: &IOSXEOperationalAction) -> Result<Request, Rejection>
     let args = spec
         .action
         .args()
-        .map_err(|e| Rejection::new("InvalidAction", e.to_string()))?;
+        .map_err(|e| Rejection::new(ActionReason::InvalidAction, e.to_string()))?;
     let path_rule = |field: &str, path: &str| {
         validate_path(path, WRITE_PREFIXES)
             .map(|p| p.to_string())
-            .map_err(|e| Rejection::new("InvalidPath", format!("{field}: {e}")))
+            .map_err(|e| Rejection::new(ActionReason::InvalidPath, format!("{field}: {e}")))
     };
     Ok(match args {
         ActionArgs::Reboot(r) => {
             let delay = r.delay_seconds();
             if !(0..=crate::crd::action::MAX_REBOOT_DELAY_SECONDS).contains(&delay) {
                 return Err(Rejection::new(
-                    "InvalidAction",
+                    ActionReason::InvalidAction,
                     format!(
                         "spec.action.reboot.delaySeconds must be 0-{}, got {delay}",
                         crate::crd::action::MAX_REBOOT_DELAY_SECONDS
@@ -388,7 +389,7 @@ pub fn build_request(obj: &IOSXEOperationalAction) -> Result<Request, Rejection>
             let name = k.name.clone().unwrap_or_default();
             if pid == 0 && name.trim().is_empty() {
                 return Err(Rejection::new(
-                    "InvalidAction",
+                    ActionReason::InvalidAction,
                     "spec.action.killProcess needs a non-zero pid or a non-empty name",
                 ));
             }
@@ -407,7 +408,7 @@ pub fn build_request(obj: &IOSXEOperationalAction) -> Result<Request, Rejection>
         ActionArgs::FilePut(f) => {
             if f.permissions > 0o777 {
                 return Err(Rejection::new(
-                    "InvalidAction",
+                    ActionReason::InvalidAction,
                     format!(
                         "spec.action.filePut.permissions must be 0-511 (0o777), got {}",
                         f.permissions
@@ -448,7 +449,7 @@ pub fn content_of(cm: &ConfigMap, name: &str) -> Result<Vec<u8>, Rejection> {
         ""
     };
     Err(Rejection::new(
-        "ConfigMapContentMissing",
+        ActionReason::ConfigMapContentMissing,
         format!(
             "ConfigMap {name:?} (spec.action.filePut.configMapName) has no binaryData[\"{CONTENT_KEY}\"]{hint}; nothing was sent to the device"
         ),
@@ -531,8 +532,8 @@ pub enum Outcome {
     },
     /// The device refused it, or it demonstrably did not take effect.
     Failed {
-        /// CamelCase reason.
-        reason: String,
+        /// Why.
+        reason: ActionReason,
         /// What happened.
         message: String,
         /// `response` or `observed`, if any.
@@ -578,29 +579,20 @@ impl PendingAnswers {
 /// Whether an error leaves it open whether the device acted: the transport
 /// broke or the deadline passed, so the request may have been executed.
 pub fn is_ambiguous(e: &ClientError) -> bool {
-    match e {
-        ClientError::Unavailable { .. }
-        | ClientError::DeadlineExceeded { .. }
-        | ClientError::Interrupted { .. } => true,
-        ClientError::Rpc { code, .. } => matches!(
-            code,
-            Code::Unknown | Code::Cancelled | Code::DeadlineExceeded | Code::Unavailable
-        ),
-        _ => false,
-    }
+    e.class() == ErrorClass::Ambiguous
 }
 
 /// CamelCase reason of a definite device error.
-pub fn error_reason(e: &ClientError) -> String {
+pub fn error_reason(e: &ClientError) -> ActionReason {
     match e {
         ClientError::ServiceUnsupported { service, .. } => {
-            format!("{}ServiceUnsupported", service_name(*service))
+            ActionReason::ServiceUnsupported(*service)
         }
         ClientError::Unavailable { .. } | ClientError::DeadlineExceeded { .. } => {
-            "DeviceUnavailable".into()
+            ActionReason::DeviceUnavailable
         }
-        ClientError::Rpc { .. } => "ActionFailed".into(),
-        other => client_reason(other).into(),
+        ClientError::Rpc { .. } => ActionReason::ActionFailed,
+        other => ActionReason::Client(client_reason(other)),
     }
 }
 
@@ -664,14 +656,14 @@ fn interpret_factory_reset(fr: FactoryResetOutcome) -> Outcome {
             ..
         } => {
             let reason = if factory_os_unsupported {
-                "FactoryOSUnsupported"
+                ActionReason::FactoryOSUnsupported
             } else if zero_fill_unsupported {
-                "ZeroFillUnsupported"
+                ActionReason::ZeroFillUnsupported
             } else {
-                "FactoryResetRefused"
+                ActionReason::FactoryResetRefused
             };
             Outcome::Failed {
-                reason: reason.into(),
+                reason,
                 message: format!("FactoryReset refused by the device: {why}"),
                 detail: Some(detail),
             }
@@ -696,12 +688,12 @@ pub enum Reading {
 /// Decides a dispatched action's outcome from a device reading (pure).
 pub fn judge(kind: ActionKind, rec: &DispatchRecord, reading: Reading) -> Outcome {
     let unknown = |message: String| Outcome::Failed {
-        reason: "ActionOutcomeUnknown".into(),
+        reason: ActionReason::ActionOutcomeUnknown,
         message,
         detail: None,
     };
     let not_applied = |message: String, observed: Value| Outcome::Failed {
-        reason: "ActionNotApplied".into(),
+        reason: ActionReason::ActionNotApplied,
         message: format!(
             "{message}; the request was not sent again — create a new action to retry"
         ),
@@ -839,19 +831,26 @@ pub async fn observe(client: &DeviceClient, kind: ActionKind, rec: &DispatchReco
 fn set_ready(
     s: &mut IOSXEOperationalActionStatus,
     ok: bool,
-    reason: &str,
+    reason: ActionReason,
     message: &str,
     generation: Option<i64>,
     now: Timestamp,
 ) {
-    conditions::set_ready(&mut s.conditions, ok, reason, message, generation, now);
+    conditions::set_ready(
+        &mut s.conditions,
+        ok,
+        reason.as_str(),
+        message,
+        generation,
+        now,
+    );
 }
 
 /// Pending while the device, its target or its Lease is not available
 /// (pure).
 pub fn waiting_status(
     prev: &IOSXEOperationalActionStatus,
-    reason: &str,
+    reason: ActionReason,
     message: &str,
     generation: Option<i64>,
     now: Timestamp,
@@ -859,7 +858,7 @@ pub fn waiting_status(
     let mut s = prev.clone();
     s.phase = Some(ActionPhase::Pending);
     s.observed_generation = generation;
-    s.reason = Some(reason.to_owned());
+    s.reason = Some(reason.as_str().to_owned());
     s.message = Some(message.to_owned());
     s.failure_reason = None;
     set_ready(&mut s, false, reason, message, generation, now);
@@ -876,12 +875,12 @@ pub fn rejected_status(
     let mut s = prev.clone();
     s.phase = Some(ActionPhase::Rejected);
     s.observed_generation = generation;
-    s.reason = Some(r.reason.clone());
-    s.failure_reason = Some(r.reason.clone());
+    s.reason = Some(r.reason.as_str().to_owned());
+    s.failure_reason = Some(r.reason.as_str().to_owned());
     s.message = Some(r.message.clone());
     s.completion_time = Some(Time(now));
     s.invocation_id = None;
-    set_ready(&mut s, false, &r.reason, &r.message, generation, now);
+    set_ready(&mut s, false, r.reason, &r.message, generation, now);
     s
 }
 
@@ -899,7 +898,7 @@ pub fn running_status(
     s.invocation_id = Some(invocation.to_owned());
     s.start_time = Some(Time(now));
     s.completion_time = None;
-    s.reason = Some("Dispatching".into());
+    s.reason = Some(ActionReason::Dispatching.as_str().into());
     s.failure_reason = None;
     let message = format!(
         "{} is being sent to the device (invocation {invocation})",
@@ -913,7 +912,14 @@ pub fn running_status(
         }
         .to_json(),
     );
-    set_ready(&mut s, false, "Running", &message, generation, now);
+    set_ready(
+        &mut s,
+        false,
+        ActionReason::Running,
+        &message,
+        generation,
+        now,
+    );
     s
 }
 
@@ -942,11 +948,18 @@ pub fn outcome_status(
         Outcome::Succeeded { message, detail } => {
             put_detail(Some(detail));
             s.phase = Some(ActionPhase::Succeeded);
-            s.reason = Some("Succeeded".into());
+            s.reason = Some(ActionReason::Succeeded.as_str().into());
             s.failure_reason = None;
             s.message = Some(message.clone());
             s.completion_time = Some(Time(now));
-            set_ready(&mut s, true, "Succeeded", message, generation, now);
+            set_ready(
+                &mut s,
+                true,
+                ActionReason::Succeeded,
+                message,
+                generation,
+                now,
+            );
         }
         Outcome::Failed {
             reason,
@@ -955,17 +968,24 @@ pub fn outcome_status(
         } => {
             put_detail(detail.as_ref());
             s.phase = Some(ActionPhase::Failed);
-            s.reason = Some(reason.clone());
-            s.failure_reason = Some(reason.clone());
+            s.reason = Some(reason.as_str().to_owned());
+            s.failure_reason = Some(reason.as_str().to_owned());
             s.message = Some(message.clone());
             s.completion_time = Some(Time(now));
-            set_ready(&mut s, false, reason, message, generation, now);
+            set_ready(&mut s, false, *reason, message, generation, now);
         }
         Outcome::Unclear { message } => {
             s.phase = Some(ActionPhase::Running);
-            s.reason = Some("Observing".into());
+            s.reason = Some(ActionReason::Observing.as_str().into());
             s.message = Some(message.clone());
-            set_ready(&mut s, false, "Observing", message, generation, now);
+            set_ready(
+                &mut s,
+                false,
+                ActionReason::Observing,
+                message,
+                generation,
+                now,
+            );
         }
     }
     if s.start_time.is_none() {
@@ -976,13 +996,6 @@ pub fn outcome_status(
 }
 
 // ---- API writes ----------------------------------------------------------
-
-fn post_params() -> PostParams {
-    PostParams {
-        dry_run: false,
-        field_manager: Some(MANAGER.to_owned()),
-    }
-}
 
 /// How long a marker write whose answer was lost is looked for.
 const MARKER_CONFIRM: Duration = Duration::from_secs(60);
@@ -1020,29 +1033,11 @@ async fn confirm_marker(
     }
 }
 
-/// Replaces the status of `obj` as read (its resourceVersion is the
-/// precondition). `None` when someone else wrote the object in between.
-async fn cas_status(
-    api: &Api<IOSXEOperationalAction>,
-    obj: &IOSXEOperationalAction,
-    status: IOSXEOperationalActionStatus,
-) -> Result<Option<IOSXEOperationalAction>, ReconcileError> {
-    let mut o = obj.clone();
-    o.metadata.managed_fields = None;
-    o.status = Some(status);
-    match api
-        .replace_status(&obj.name_any(), &post_params(), &o)
-        .await
-    {
-        Ok(n) => Ok(Some(n)),
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// Writes the status `make` derives from the fresh object, provided the
 /// object still carries `invocation` and is Running; retried on conflicts
-/// (bounded). `None` when the object moved on without us.
+/// (bounded). `None` when the object moved on without us, or stayed
+/// contended (the next reconcile finds it Running and reads the outcome back
+/// from the device).
 async fn cas_while_running<F>(
     api: &Api<IOSXEOperationalAction>,
     name: &str,
@@ -1052,88 +1047,13 @@ async fn cas_while_running<F>(
 where
     F: FnMut(&IOSXEOperationalActionStatus) -> IOSXEOperationalActionStatus,
 {
-    for _ in 0..5 {
-        let Some(fresh) = api.get_opt(name).await? else {
-            return Ok(None);
-        };
+    update_status(api, name, |fresh| {
         let st = fresh.status.clone().unwrap_or_default();
-        if st.invocation_id.as_deref() != Some(invocation) || st.phase != Some(ActionPhase::Running)
-        {
-            return Ok(None);
-        }
-        if let Some(done) = cas_status(api, &fresh, make(&st)).await? {
-            return Ok(Some(done));
-        }
-    }
-    // Still contended: the next reconcile finds the action Running and
-    // reads the outcome back from the device.
-    tracing::warn!(action = %name, "status kept changing under the controller; the outcome is read back on the next reconcile");
-    Ok(None)
-}
-
-/// Merge patch of `metadata.finalizers` with the object's resourceVersion
-/// as precondition (a patch that names a resourceVersion fails with 409 when
-/// the object changed).
-async fn patch_finalizers(
-    api: &Api<IOSXEOperationalAction>,
-    obj: &IOSXEOperationalAction,
-    finalizers: Vec<String>,
-) -> Result<Option<IOSXEOperationalAction>, ReconcileError> {
-    let patch = json!({
-        "metadata": {
-            "resourceVersion": obj.resource_version(),
-            "finalizers": finalizers,
-        }
-    });
-    match api
-        .patch(
-            &obj.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-    {
-        Ok(o) => Ok(Some(o)),
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(None),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
-
-async fn add_finalizer(
-    api: &Api<IOSXEOperationalAction>,
-    obj: &IOSXEOperationalAction,
-) -> Result<Option<IOSXEOperationalAction>, ReconcileError> {
-    if obj.finalizers().iter().any(|f| f == FINALIZER) {
-        return Ok(Some(obj.clone()));
-    }
-    let mut list = obj.finalizers().to_vec();
-    list.push(FINALIZER.to_owned());
-    patch_finalizers(api, obj, list).await
-}
-
-async fn remove_finalizer(
-    api: &Api<IOSXEOperationalAction>,
-    name: &str,
-) -> Result<(), ReconcileError> {
-    for _ in 0..5 {
-        let Some(fresh) = api.get_opt(name).await? else {
-            return Ok(());
-        };
-        if !fresh.finalizers().iter().any(|f| f == FINALIZER) {
-            return Ok(());
-        }
-        let list: Vec<String> = fresh
-            .finalizers()
-            .iter()
-            .filter(|f| *f != FINALIZER)
-            .cloned()
-            .collect();
-        if patch_finalizers(api, &fresh, list).await?.is_some() {
-            return Ok(());
-        }
-    }
-    Ok(())
+        let ours = st.invocation_id.as_deref() == Some(invocation)
+            && st.phase == Some(ActionPhase::Running);
+        ours.then(|| make(&st))
+    })
+    .await
 }
 
 // ---- the reconciler ------------------------------------------------------
@@ -1149,20 +1069,11 @@ struct Env<'a> {
 
 impl Env<'_> {
     fn holder(&self, obj: &IOSXEOperationalAction) -> LeaseHolder {
-        LeaseHolder {
-            kind: KIND.to_owned(),
-            namespace: self.ns.clone(),
-            name: self.name.clone(),
-            uid: obj.metadata.uid.clone().unwrap_or_default(),
-        }
+        lease_holder(KIND, obj)
     }
 
     fn locks(&self) -> DeviceLocks {
-        DeviceLocks::new(
-            self.ctx.client.clone(),
-            &self.ctx.settings.lease_namespace_for(&self.ns),
-            &self.ctx.settings.identity,
-        )
+        device_locks(self.ctx, &self.ns)
     }
 
     /// Releases the device Lease if this action holds it; `false` when the
@@ -1192,11 +1103,11 @@ impl Env<'_> {
         if !self.release(obj).await {
             return Ok(Requeue::requeue(RETRY_WAIT));
         }
-        remove_finalizer(&self.api, &self.name).await?;
+        remove_finalizer(&self.api, &self.name, FINALIZER).await?;
         Ok(Requeue::await_change())
     }
 
-    fn count(&self, phase: ActionPhase, reason: &str) {
+    fn count(&self, phase: ActionPhase, reason: ActionReason) {
         self.ctx
             .metrics
             .action_transitions
@@ -1204,7 +1115,7 @@ impl Env<'_> {
                 device: self.device.clone(),
                 kind: self.kind.as_str().to_owned(),
                 phase: phase_str(phase).to_owned(),
-                reason: reason.to_owned(),
+                reason: reason.as_str().to_owned(),
             })
             .inc();
     }
@@ -1214,7 +1125,7 @@ impl Env<'_> {
         &self,
         obj: &IOSXEOperationalAction,
         phase: ActionPhase,
-        reason: &str,
+        reason: ActionReason,
         summary: &str,
         message: &str,
     ) {
@@ -1226,7 +1137,9 @@ impl Env<'_> {
             _ => EventType::Warning,
         };
         let note = format!("{} device={} {summary}: {message}", self.kind, self.device);
-        self.ctx.publish(obj, type_, reason, "Execute", note).await;
+        self.ctx
+            .publish(obj, type_, reason.as_str(), "Execute", note)
+            .await;
     }
 
     /// Writes a terminal Rejected status (only over an undispatched object)
@@ -1239,10 +1152,10 @@ impl Env<'_> {
     ) -> Result<Requeue, ReconcileError> {
         let prev = obj.status.clone().unwrap_or_default();
         let status = rejected_status(&prev, &r, obj.metadata.generation, Timestamp::now());
-        if cas_status(&self.api, obj, status).await?.is_none() {
+        if write_status(&self.api, obj, status).await?.is_none() {
             return Ok(Requeue::requeue(Duration::from_millis(200)));
         }
-        self.announce(obj, ActionPhase::Rejected, &r.reason, summary, &r.message)
+        self.announce(obj, ActionPhase::Rejected, r.reason, summary, &r.message)
             .await;
         self.clean_up(obj).await
     }
@@ -1252,13 +1165,13 @@ impl Env<'_> {
     async fn wait(
         &self,
         obj: &IOSXEOperationalAction,
-        reason: &str,
+        reason: ActionReason,
         message: String,
         summary: &str,
     ) -> Result<Requeue, ReconcileError> {
         let prev = obj.status.clone().unwrap_or_default();
         let same = prev.phase == Some(ActionPhase::Pending)
-            && prev.reason.as_deref() == Some(reason)
+            && prev.reason.as_deref() == Some(reason.as_str())
             && prev.message.as_deref() == Some(message.as_str());
         if !same {
             let status = waiting_status(
@@ -1268,7 +1181,7 @@ impl Env<'_> {
                 obj.metadata.generation,
                 Timestamp::now(),
             );
-            if cas_status(&self.api, obj, status).await?.is_none() {
+            if write_status(&self.api, obj, status).await?.is_none() {
                 return Ok(Requeue::requeue(Duration::from_millis(200)));
             }
             self.announce(obj, ActionPhase::Pending, reason, summary, &message)
@@ -1277,44 +1190,16 @@ impl Env<'_> {
         Ok(Requeue::requeue(RETRY_WAIT))
     }
 
-    async fn client(&self) -> Result<Arc<DeviceClient>, (String, String)> {
-        let devices: Api<CiscoDevice> = Api::namespaced(self.ctx.client.clone(), &self.ns);
-        let dev = match devices.get_opt(&self.device).await {
-            Ok(Some(d)) => d,
-            Ok(None) => {
-                return Err((
-                    "NoTransport".into(),
-                    format!(
-                        "CiscoDevice {:?} does not exist in namespace {:?}",
-                        self.device, self.ns
-                    ),
-                ));
-            }
-            Err(e) => {
-                return Err((
-                    "NoTransport".into(),
-                    format!("reading the CiscoDevice: {e}"),
-                ));
-            }
-        };
-        let target = resolve_target(
-            &self.ctx.client,
-            &self.ns,
-            &self.device,
-            &dev.spec,
-            &self.ctx.settings.gnoi,
-        )
-        .await
-        .map_err(|e| {
-            (
-                "NoTransport".to_owned(),
-                format!("CiscoDevice {:?} cannot be reached: {e}", self.device),
-            )
-        })?;
-        self.ctx
-            .pool
-            .get_or_create(&target)
-            .map_err(|e| (error_reason(&e), format!("device client: {e}")))
+    async fn client(&self) -> Result<Arc<DeviceClient>, (ActionReason, String)> {
+        gnoi_client(self.ctx, &self.ns, &self.device)
+            .await
+            .map_err(|e| {
+                let reason = match &e {
+                    DeviceLookupError::Client { source, .. } => error_reason(source),
+                    _ => ActionReason::NoTransport,
+                };
+                (reason, e.to_string())
+            })
     }
 }
 
@@ -1329,8 +1214,8 @@ pub async fn reconcile(
         return Ok(Requeue::await_change());
     };
     let device = obj.spec.device_ref.name.clone();
+    engine::record_device(&device);
     let in_scope = ctx.settings.scope.serves_device(&device);
-    ctx.metrics.reconciled(KIND, "ok");
     let env = Env {
         ctx: &ctx,
         api,
@@ -1360,7 +1245,10 @@ async fn start(env: &Env<'_>, obj: &IOSXEOperationalAction) -> Result<Requeue, R
         return env
             .reject(
                 obj,
-                Rejection::new("GNOIDisabled", ClientError::Disabled.to_string()),
+                Rejection::new(
+                    ActionReason::GnoiDisabled,
+                    ClientError::Disabled.to_string(),
+                ),
                 &summary,
             )
             .await;
@@ -1375,7 +1263,7 @@ async fn start(env: &Env<'_>, obj: &IOSXEOperationalAction) -> Result<Requeue, R
                         .reject(
                             obj,
                             Rejection::new(
-                                "ConfigMapNotFound",
+            ActionReason::ConfigMapNotFound,
                                 format!(
                                     "ConfigMap {config_map:?} (spec.action.filePut.configMapName) does not exist in namespace {:?}; nothing was sent to the device",
                                     env.ns
@@ -1396,13 +1284,13 @@ async fn start(env: &Env<'_>, obj: &IOSXEOperationalAction) -> Result<Requeue, R
 
     let client = match env.client().await {
         Ok(c) => c,
-        Err((reason, message)) => return env.wait(obj, &reason, message, &summary).await,
+        Err((reason, message)) => return env.wait(obj, reason, message, &summary).await,
     };
 
     // The finalizer comes before the Lease: whatever holds the Lease also
     // holds the finalizer, so a crash anywhere after this point leaves
     // cleanup for the Finished or Abandon step.
-    let Some(obj) = add_finalizer(&env.api, obj).await? else {
+    let Some(obj) = add_finalizer(&env.api, obj, FINALIZER).await? else {
         return Ok(Requeue::requeue(Duration::from_millis(200)));
     };
     let obj = &obj;
@@ -1418,7 +1306,7 @@ async fn start(env: &Env<'_>, obj: &IOSXEOperationalAction) -> Result<Requeue, R
                 return env
                     .wait(
                         obj,
-                        "MutationLeaseBlocked",
+                        ActionReason::MutationLeaseBlocked,
                         format!(
                             "device {:?} is held by {who}; {kind} waits until it is released",
                             env.device
@@ -1429,7 +1317,12 @@ async fn start(env: &Env<'_>, obj: &IOSXEOperationalAction) -> Result<Requeue, R
             }
             Err(e) => {
                 return env
-                    .wait(obj, "MutationLeaseError", e.to_string(), &summary)
+                    .wait(
+                        obj,
+                        ActionReason::MutationLeaseError,
+                        e.to_string(),
+                        &summary,
+                    )
                     .await;
             }
         }
@@ -1442,7 +1335,7 @@ async fn start(env: &Env<'_>, obj: &IOSXEOperationalAction) -> Result<Requeue, R
         .iter()
         .find(|s| s.service == service && s.support == Support::Unsupported)
     {
-        let reason = format!("{}ServiceUnsupported", service_name(s.service));
+        let reason = ActionReason::ServiceUnsupported(s.service);
         return env
             .reject(
                 obj,
@@ -1477,7 +1370,7 @@ async fn start(env: &Env<'_>, obj: &IOSXEOperationalAction) -> Result<Requeue, R
     let generation = obj.metadata.generation;
     let prev = obj.status.clone().unwrap_or_default();
     let running = running_status(&prev, &invocation, &rec, generation, Timestamp::now());
-    let marked = match cas_status(&env.api, obj, running).await {
+    let marked = match write_status(&env.api, obj, running).await {
         // The API server may have stored the marker and lost only the
         // answer: find out before giving up, or the next reconcile would
         // see a marker, take the action for dispatched and observe a
@@ -1498,7 +1391,7 @@ async fn start(env: &Env<'_>, obj: &IOSXEOperationalAction) -> Result<Requeue, R
     env.announce(
         &obj,
         ActionPhase::Running,
-        "Running",
+        ActionReason::Running,
         &summary,
         &format!("dispatching (invocation {invocation})"),
     )
@@ -1535,7 +1428,8 @@ async fn conclude(
     let generation = obj.metadata.generation;
     let now = Timestamp::now();
     if matches!(outcome, Outcome::Unclear { .. })
-        && obj.status.as_ref().and_then(|s| s.reason.as_deref()) == Some("Observing")
+        && obj.status.as_ref().and_then(|s| s.reason.as_deref())
+            == Some(ActionReason::Observing.as_str())
     {
         // Already recorded as observing: no write (a write would wake this
         // reconciler again at once); look again after the interval.
@@ -1554,7 +1448,7 @@ async fn conclude(
             env.announce(
                 &written,
                 ActionPhase::Running,
-                "Observing",
+                ActionReason::Observing,
                 summary,
                 message,
             )
@@ -1565,7 +1459,7 @@ async fn conclude(
             env.announce(
                 &written,
                 ActionPhase::Succeeded,
-                "Succeeded",
+                ActionReason::Succeeded,
                 summary,
                 message,
             )
@@ -1575,7 +1469,7 @@ async fn conclude(
         Outcome::Failed {
             reason, message, ..
         } => {
-            env.announce(&written, ActionPhase::Failed, reason, summary, message)
+            env.announce(&written, ActionPhase::Failed, *reason, summary, message)
                 .await;
             env.clean_up(&written).await
         }
@@ -1594,7 +1488,7 @@ async fn observe_dispatched(
         // it is still never dispatched.
         let mut fixed = st.clone();
         fixed.invocation_id = Some(invocation_id(obj));
-        cas_status(&env.api, obj, fixed).await?;
+        write_status(&env.api, obj, fixed).await?;
         return Ok(Requeue::requeue(Duration::from_millis(200)));
     };
     let doc = ResultDoc::parse(&st);
@@ -1615,7 +1509,7 @@ async fn observe_dispatched(
             .publish(
                 obj,
                 EventType::Warning,
-                "DeletionPending",
+                ActionReason::DeletionPending.as_str(),
                 "Delete",
                 format!(
                     "{} device={} was dispatched; the object is kept until its outcome is known",
@@ -1642,7 +1536,7 @@ async fn observe_dispatched(
     let elapsed = Duration::try_from(Timestamp::now().duration_since(started)).unwrap_or_default();
     let outcome = match (&doc, env.client().await) {
         (None, _) => Outcome::Failed {
-            reason: "ActionOutcomeUnknown".into(),
+            reason: ActionReason::ActionOutcomeUnknown,
             message: format!(
                 "{} was marked as dispatched (invocation {invocation}) but its dispatch record is unreadable; it was not sent again — check the device",
                 env.kind
@@ -1661,7 +1555,7 @@ async fn observe_dispatched(
     let outcome = match outcome {
         Outcome::Failed {
             reason, message, ..
-        } if elapsed < settle && reason != "ActionFailed" => Outcome::Unclear {
+        } if elapsed < settle && reason != ActionReason::ActionFailed => Outcome::Unclear {
             message: format!(
                 "{message} (not concluded before {}s after dispatch, in case the dispatch is still in flight)",
                 settle.as_secs()
@@ -1671,7 +1565,7 @@ async fn observe_dispatched(
     };
     let outcome = match outcome {
         Outcome::Unclear { message } if elapsed >= window => Outcome::Failed {
-            reason: "ActionOutcomeUnknown".into(),
+            reason: ActionReason::ActionOutcomeUnknown,
             message: format!(
                 "{} was dispatched {}s ago and its outcome could not be read within {}s: {message}; it was not sent again — check the device",
                 env.kind,
@@ -1709,7 +1603,7 @@ async fn baseline(
             rec.reboot_active_before = Some(s.active);
             match request {
                 Request::Reboot(_) if s.active => Err(Rejection::new(
-                    "RebootAlreadyPending",
+                    ActionReason::RebootAlreadyPending,
                     format!(
                         "a reboot is already pending on the device (reason {:?}, in {}s); cancel it with a CancelReboot action first. Nothing was sent",
                         s.reason,
@@ -1717,7 +1611,7 @@ async fn baseline(
                     ),
                 )),
                 Request::CancelReboot { .. } if !s.active => Err(Rejection::new(
-                    "NoRebootPending",
+                    ActionReason::NoRebootPending,
                     "no reboot is pending on the device, so there is nothing to cancel; nothing was sent",
                 )),
                 _ => Ok(()),
@@ -1745,7 +1639,7 @@ async fn baseline(
                 Ok(())
             }
             Err(e) if is_not_found(&e) => Err(Rejection::new(
-                "FileNotFound",
+                ActionReason::FileNotFound,
                 format!(
                     "{path} does not exist on the device (spec.action.fileRemove.path); nothing was removed"
                 ),
@@ -1756,7 +1650,7 @@ async fn baseline(
             Ok(s) => {
                 if s.active {
                     return Err(Rejection::new(
-                        "RebootAlreadyPending",
+                        ActionReason::RebootAlreadyPending,
                         "a reboot is pending on the device; FactoryReset was not sent",
                     ));
                 }
@@ -2060,7 +1954,7 @@ mod tests {
     fn reason_of(o: &Outcome) -> &str {
         match o {
             Outcome::Succeeded { .. } => "Succeeded",
-            Outcome::Failed { reason, .. } => reason,
+            Outcome::Failed { reason, .. } => reason.as_str(),
             Outcome::Unclear { .. } => "Unclear",
         }
     }
@@ -2210,7 +2104,7 @@ mod tests {
         ));
         let rej = rejected_status(
             &IOSXEOperationalActionStatus::default(),
-            &Rejection::new("FileNotFound", "gone"),
+            &Rejection::new(ActionReason::FileNotFound, "gone"),
             Some(1),
             t0,
         );

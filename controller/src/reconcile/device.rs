@@ -28,13 +28,14 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 
-use super::conditions::{self, DesiredCondition};
+use super::engine::{self, write_status};
 use super::target::{TargetError, device_key, resolve_target};
-use super::{Context, ReconcileError, apply_status, ns_name};
+use super::{Context, ReconcileError, ns_name};
 use crate::client::gnmi::GnmiCapabilities;
 use crate::client::os::VerifyInfo;
 use crate::client::system::DeviceTime;
 use crate::client::{self, CapabilitySnapshot, ClientError, Support};
+use crate::conditions::{self, DesiredCondition};
 use crate::crd::common::ConditionStatus;
 use crate::crd::device::{
     DevicePhase, GnmiStatus, GnoiService, GnoiServiceStatus, ServiceState, conditions as types,
@@ -297,6 +298,7 @@ fn transition_event(phase: DevicePhase) -> EventType {
 /// Reconciles one CiscoDevice.
 pub async fn reconcile(dev: Arc<CiscoDevice>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let (ns, name) = ns_name(dev.as_ref())?;
+    engine::record_device(&name);
     let key = device_key(&ns, &name);
     let api: Api<CiscoDevice> = Api::namespaced(ctx.client.clone(), &ns);
     let fresh = match api.get_opt(&name).await? {
@@ -368,15 +370,16 @@ pub async fn reconcile(dev: Arc<CiscoDevice>, ctx: Arc<Context>) -> Result<Actio
         }
     };
 
-    if status != previous {
-        apply_status(&api, &name, &status).await?;
+    if status != previous && write_status(&api, &fresh, status.clone()).await?.is_none() {
+        // Written by someone else since it was read: probe again on the
+        // fresh object.
+        return Ok(Action::requeue(engine::CONFLICT_RETRY));
     }
     ctx.record_probe(
         &key,
         generation,
         next.unwrap_or(Duration::from_secs(86_400)),
     );
-    ctx.metrics.reconciled("CiscoDevice", "ok");
     if status.phase != previous.phase
         && let Some(phase) = status.phase
     {

@@ -22,8 +22,9 @@ use kube::{Api, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::conditions::{self, DesiredCondition};
-use super::{Context, ReconcileError, apply_status, ns_name};
+use super::engine::{self, HasStatus, write_status};
+use super::{Context, ReconcileError, ns_name};
+use crate::conditions::{self, DesiredCondition};
 use crate::config::Gate;
 use crate::crd::common::ConditionStatus;
 use crate::crd::{IOSXEOperationalAction, IOSXESoftwareUpgrade};
@@ -44,6 +45,7 @@ pub struct GateView {
 /// A kind that only runs behind a gate.
 pub trait GatedKind:
     Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + HasStatus
     + Clone
     + DeserializeOwned
     + std::fmt::Debug
@@ -165,6 +167,19 @@ pub fn gate_status(
     }
 }
 
+/// The object's status with the report's fields replaced and every other
+/// field kept (an object stopped mid-way keeps its markers and progress for
+/// when the gate is turned on again).
+pub fn overlay<K: HasStatus>(obj: &K, report: &GateStatus) -> Result<K::Status, ReconcileError> {
+    let mut status = serde_json::to_value(obj.status_ref().cloned().unwrap_or_default())?;
+    if let (Some(fields), serde_json::Value::Object(report)) =
+        (status.as_object_mut(), serde_json::to_value(report)?)
+    {
+        fields.extend(report);
+    }
+    Ok(serde_json::from_value(status)?)
+}
+
 /// Reconciles one object of a gated kind while its gate is off.
 pub async fn reconcile<K: GatedKind>(
     obj: Arc<K>,
@@ -179,12 +194,17 @@ pub async fn reconcile<K: GatedKind>(
     let generation = fresh.meta().generation;
     let in_scope = ctx.settings.scope.serves_device(fresh.device_name());
     let decision = step(K::GATE, &view, generation, in_scope);
-    ctx.metrics.reconciled(&K::kind(&()), "ok");
     if decision != GateStep::Report {
         return Ok(Action::await_change());
     }
-    let status = gate_status(K::GATE, &view, generation, Timestamp::now());
-    apply_status(&api, &name, &status).await?;
+    engine::record_device(fresh.device_name());
+    let report = gate_status(K::GATE, &view, generation, Timestamp::now());
+    if write_status(&api, &fresh, overlay(&fresh, &report)?)
+        .await?
+        .is_none()
+    {
+        return Ok(Action::requeue(engine::CONFLICT_RETRY));
+    }
     tracing::info!(kind = %K::kind(&()), namespace = %ns, %name, reason = K::GATE.reason(),
         "gate is off; nothing sent to the device");
     ctx.publish(
@@ -229,6 +249,36 @@ mod tests {
             ..GateView::default()
         };
         assert_eq!(step(g, &done, Some(1), true), GateStep::Finished);
+    }
+
+    #[test]
+    fn the_report_keeps_the_rest_of_the_status() {
+        let mut obj: IOSXEOperationalAction = serde_json::from_value(serde_json::json!({
+            "apiVersion": "ops.cisco.vk/v1alpha1",
+            "kind": "IOSXEOperationalAction",
+            "metadata": { "name": "a", "namespace": "ns", "generation": 2 },
+            "spec": { "deviceRef": { "name": "sw" }, "confirm": "sw",
+                      "action": { "kind": "Reboot" } },
+        }))
+        .unwrap();
+        obj.status = Some(crate::crd::IOSXEOperationalActionStatus {
+            invocation_id: Some("inv-1".into()),
+            message: Some("was running".into()),
+            observed_generation: Some(1),
+            ..Default::default()
+        });
+        let now = Timestamp::from_second(1_700_000_000).unwrap();
+        let report = gate_status(Gate::WriteClass, &obj.gate_view(), Some(2), now);
+        let s = overlay(&obj, &report).unwrap();
+        assert_eq!(s.invocation_id.as_deref(), Some("inv-1"));
+        assert_eq!(s.phase, Some(crate::crd::action::ActionPhase::Pending));
+        assert_eq!(s.observed_generation, Some(2));
+        assert_eq!(s.reason.as_deref(), Some(Gate::WriteClass.reason()));
+        assert_eq!(
+            s.message.as_deref(),
+            Some(Gate::WriteClass.disabled_message())
+        );
+        assert_eq!(s.conditions.len(), 1);
     }
 
     #[test]

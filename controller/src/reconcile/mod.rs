@@ -14,8 +14,11 @@
 //! Every reconciler follows the same shape: read the object fresh from the
 //! API (the watch cache may lag behind the reconciler's own last write),
 //! decide with a pure function, run the decided I/O, and write status with
-//! server-side apply under one field manager, so a field the controller
-//! stops setting disappears. Events are published only when a phase or
+//! [`engine::write_status`]: the whole status replaced, the object's
+//! resourceVersion as precondition, one field manager, so a status is always
+//! decided on the object it overwrites and a field the controller stops
+//! setting disappears. [`engine`] holds everything else the kinds share
+//! (finalizer, device lookup, Lease identity, metrics, spans, backoff). Events are published only when a phase or
 //! reason changes, never on a resync that changes nothing.
 //!
 //! Scope: one namespace (`--namespace`, default the pod's), every namespace
@@ -24,8 +27,8 @@
 //! left untouched, for the per-device pod of the specification).
 
 pub mod action;
-pub mod conditions;
 pub mod device;
+pub mod engine;
 pub mod gate;
 pub mod operation;
 pub mod redact;
@@ -39,14 +42,12 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use prometheus_client::registry::Registry;
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
@@ -258,6 +259,8 @@ pub struct Context {
     /// Device key -> (generation, when the next probe is due), so that the
     /// status write a probe causes does not cause another probe.
     probes: Mutex<HashMap<String, (Option<i64>, Instant)>>,
+    /// Consecutive failed reconciles per object (the error backoff).
+    pub(crate) failures: engine::Failures,
 }
 
 impl Context {
@@ -286,6 +289,7 @@ impl Context {
             metrics,
             recorder,
             probes: Mutex::new(HashMap::new()),
+            failures: engine::Failures::default(),
         }
     }
 
@@ -304,7 +308,7 @@ impl Context {
         let ev = Event {
             type_,
             reason: reason.to_owned(),
-            note: Some(conditions::truncate_utf8(&note, 1000).to_owned()),
+            note: Some(crate::conditions::truncate_utf8(&note, 1000).to_owned()),
             action: action.to_owned(),
             secondary: None,
         };
@@ -352,31 +356,6 @@ pub(crate) fn ns_name<K: Resource>(obj: &K) -> Result<(String, String), Reconcil
     Ok((ns, name))
 }
 
-/// Writes `status` of `name` with server-side apply (field manager
-/// [`MANAGER`], forced: the controller owns status).
-pub(crate) async fn apply_status<K, S>(
-    api: &Api<K>,
-    name: &str,
-    status: &S,
-) -> Result<K, ReconcileError>
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
-    S: Serialize,
-{
-    let body = serde_json::json!({
-        "apiVersion": K::api_version(&()),
-        "kind": K::kind(&()),
-        "status": status,
-    });
-    Ok(api
-        .patch_status(
-            name,
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&body),
-        )
-        .await?)
-}
-
 fn api_for<K>(client: &Client, scope: &Scope) -> Api<K>
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
@@ -385,16 +364,6 @@ where
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     }
-}
-
-fn error_policy<K: Resource<DynamicType = ()>>(
-    obj: Arc<K>,
-    err: &ReconcileError,
-    ctx: Arc<Context>,
-) -> Action {
-    ctx.metrics.reconciled(&K::kind(&()), err.category());
-    tracing::warn!(kind = %K::kind(&()), object = %obj.name_any(), error = %err, "reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(5))
 }
 
 async fn drive<K, F, Fut>(
@@ -420,7 +389,11 @@ async fn drive<K, F, Fut>(
     let graceful = shutdown.clone();
     let runs = controller
         .graceful_shutdown_on(async move { graceful.cancelled_owned().await })
-        .run(reconcile, error_policy::<K>, ctx)
+        .run(
+            engine::instrument(reconcile),
+            engine::error_policy::<K>,
+            ctx,
+        )
         .for_each(|res| {
             if let Err(e) = res {
                 tracing::debug!(error = %e, "controller event");

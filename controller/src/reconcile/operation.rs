@@ -50,18 +50,19 @@ use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 
-use super::conditions;
 use super::device::client_reason;
+use super::engine::{self, DeviceLookupError, read_device, update_status, write_status};
 use super::target::{resolve_cli_target, resolve_target};
-use super::{Context, MANAGER, ReconcileError, apply_status, ns_name};
+use super::{Context, MANAGER, ReconcileError, ns_name};
 use crate::client::cli::{CliError, CliPool, CliTarget, CommandOutput, HostKeys};
 use crate::client::system::{L4Protocol, PingParams, TracerouteParams};
 use crate::client::{self, ClientError, DeviceClient};
+use crate::conditions;
 use crate::crd::operation::{
     CAPTURE_NAME_PATTERN, COMMAND_PATTERN, CertArgs, MAX_COMMANDS, Operation, OperationKind,
     OperationOutput, OperationPhase, TracerouteProtocol,
 };
-use crate::crd::{CiscoDevice, DeviceOperation, DeviceOperationStatus};
+use crate::crd::{DeviceOperation, DeviceOperationStatus};
 use crate::telemetry::OperationLabels;
 
 /// Condition type of a DeviceOperation.
@@ -1279,10 +1280,10 @@ pub async fn reconcile(
         return Ok(Action::await_change());
     }
     let device_name = op.spec.device_ref.name.clone();
+    engine::record_device(&device_name);
     let in_scope = ctx.settings.scope.serves_device(&device_name);
     let generation = op.metadata.generation;
     let now = Timestamp::now();
-    ctx.metrics.reconciled("DeviceOperation", "ok");
     match step(&OpView::of(&op, in_scope), now) {
         OpStep::OutOfScope | OpStep::Done => return Ok(Action::await_change()),
         OpStep::ExpireIn(d) => return Ok(Action::requeue(d)),
@@ -1302,28 +1303,26 @@ pub async fn reconcile(
     let commands = if kind.is_cli() {
         match cli_commands(&op.spec.operation) {
             Ok(c) => c,
-            Err(e) => return finish(&ctx, &api, &op, &name, kind, fail(e)).await,
+            Err(e) => return finish(&ctx, &api, &op, kind, fail(e)).await,
         }
     } else {
         Vec::new()
     };
     if kind == OperationKind::ConfigDiff && !ctx.settings.configdiff_allowed(&ns) {
         let failed = fail(OperationFailure::NamespaceNotAuthorized(ns.clone()));
-        return finish(&ctx, &api, &op, &name, kind, failed).await;
+        return finish(&ctx, &api, &op, kind, failed).await;
     }
     if !kind.is_cli() && ctx.settings.gnoi.disabled {
         let failed = fail(OperationFailure::Client(ClientError::Disabled));
-        return finish(&ctx, &api, &op, &name, kind, failed).await;
+        return finish(&ctx, &api, &op, kind, failed).await;
     }
 
     // Observe the device: the operation waits (Pending) while its device
     // is missing or cannot be configured.
-    let devices: Api<CiscoDevice> = Api::namespaced(ctx.client.clone(), &ns);
-    let transport = match devices.get_opt(&device_name).await? {
-        None => Err(format!(
-            "CiscoDevice {device_name:?} does not exist in namespace {ns:?}"
-        )),
-        Some(dev) if kind.is_cli() => resolve_cli_target(
+    let transport = match read_device(&ctx, &ns, &device_name).await {
+        Err(DeviceLookupError::Api { source, .. }) => return Err(source.into()),
+        Err(e) => Err(e.to_string()),
+        Ok(dev) if kind.is_cli() => resolve_cli_target(
             &ctx.client,
             &ns,
             &device_name,
@@ -1333,7 +1332,7 @@ pub async fn reconcile(
         .await
         .map(Transport::Cli)
         .map_err(|e| format!("CiscoDevice {device_name:?} CLI cannot be reached: {e}")),
-        Some(dev) => resolve_target(
+        Ok(dev) => resolve_target(
             &ctx.client,
             &ns,
             &device_name,
@@ -1351,8 +1350,8 @@ pub async fn reconcile(
             let waiting = waiting_status(&previous, reason, message.clone(), generation, now);
             let announced = previous.phase == Some(OperationPhase::Pending)
                 && previous.message.as_deref() == Some(message.as_str());
-            if waiting != previous {
-                apply_status(&api, &name, &waiting).await?;
+            if waiting != previous && write_status(&api, &op, waiting).await?.is_none() {
+                return Ok(Action::requeue(engine::CONFLICT_RETRY));
             }
             if !announced {
                 ctx.publish(&op, EventType::Warning, reason, "Observe", message)
@@ -1364,13 +1363,17 @@ pub async fn reconcile(
     let transport = match transport {
         Transport::Gnoi(target) => match ctx.pool.get_or_create(&target) {
             Ok(c) => Runner::Gnoi(c),
-            Err(e) => return finish(&ctx, &api, &op, &name, kind, fail(e.into())).await,
+            Err(e) => return finish(&ctx, &api, &op, kind, fail(e.into())).await,
         },
         Transport::Cli(target) => Runner::Cli(target),
     };
 
     let running = running_status(&previous, generation, now);
-    apply_status(&api, &name, &running).await?;
+    let Some(running_op) = write_status(&api, &op, running.clone()).await? else {
+        // Written by someone else since it was read: nothing ran yet, decide
+        // again on the fresh object.
+        return Ok(Action::requeue(engine::CONFLICT_RETRY));
+    };
     ctx.publish(
         &op,
         EventType::Normal,
@@ -1443,7 +1446,24 @@ pub async fn reconcile(
         },
     };
     let done = finished_status(&running, kind, &result, generation, Timestamp::now());
-    finish(&ctx, &api, &op, &name, kind, done).await
+    // The result is written over the Running status it was produced under;
+    // a change of metadata or spec in the meantime (the status is the
+    // controller's alone) does not lose it.
+    let written = match write_status(&api, &running_op, done.clone()).await? {
+        Some(w) => Some(w),
+        None => {
+            update_status(&api, &name, |fresh| {
+                (fresh.status.as_ref() == Some(&running)).then(|| done.clone())
+            })
+            .await?
+        }
+    };
+    if written.is_none() {
+        tracing::warn!(operation = %name, %kind,
+            "the status changed while the operation ran; its result was not written");
+        return Ok(Action::requeue(engine::CONFLICT_RETRY));
+    }
+    announce_finished(&ctx, &op, kind, &done).await
 }
 
 /// How an operation reaches its device.
@@ -1458,15 +1478,27 @@ enum Runner {
     Cli(CliTarget),
 }
 
+/// Writes a terminal status over `op` as read (nothing ran) and announces it.
 async fn finish(
     ctx: &Context,
     api: &Api<DeviceOperation>,
     op: &DeviceOperation,
-    name: &str,
     kind: OperationKind,
     status: DeviceOperationStatus,
 ) -> Result<Action, ReconcileError> {
-    apply_status(api, name, &status).await?;
+    if write_status(api, op, status.clone()).await?.is_none() {
+        return Ok(Action::requeue(engine::CONFLICT_RETRY));
+    }
+    announce_finished(ctx, op, kind, &status).await
+}
+
+/// Counts, logs and publishes a terminal status; the requeue for its TTL.
+async fn announce_finished(
+    ctx: &Context,
+    op: &DeviceOperation,
+    kind: OperationKind,
+    status: &DeviceOperationStatus,
+) -> Result<Action, ReconcileError> {
     let phase = status.phase.unwrap_or(OperationPhase::Failed);
     let phase_str = match phase {
         OperationPhase::Succeeded => "Succeeded",

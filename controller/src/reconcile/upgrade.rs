@@ -30,22 +30,23 @@ use bytes::Bytes;
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action as KubeAction;
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::target::resolve_target;
+use super::engine::{
+    self, add_finalizer, device_locks, drop_finalizer, gnoi_client, lease_holder, write_status,
+};
 use super::{Context, ReconcileError, ns_name};
 use crate::client::os::{ActivateOutcome, InstallOutcome, InstallParams};
-use crate::client::{ClientError, DeviceClient};
-use crate::crd::upgrade::{IOSXESoftwareUpgradeStatus, Source, UpgradePhase};
-use crate::crd::{CiscoDevice, IOSXESoftwareUpgrade};
-use crate::lease::{Acquire, DeviceLocks, LeaseHolder};
+use crate::client::{ClientError, DeviceClient, ErrorClass};
+use crate::crd::IOSXESoftwareUpgrade;
+use crate::crd::upgrade::{Source, UpgradePhase};
+use crate::lease::Acquire;
 use crate::source::{
     FetchRequest, ImageCache, ImageStream, ReadCounters, SourceError, SourceSettings,
     UrlCredentials, source_error,
@@ -243,54 +244,6 @@ async fn url_credentials(
         })
 }
 
-fn has_finalizer(up: &IOSXESoftwareUpgrade) -> bool {
-    up.finalizers().iter().any(|f| f == FINALIZER)
-}
-
-async fn set_finalizer(
-    api: &Api<IOSXESoftwareUpgrade>,
-    up: &IOSXESoftwareUpgrade,
-    present: bool,
-) -> Result<IOSXESoftwareUpgrade, ReconcileError> {
-    let mut finalizers: Vec<String> = up
-        .finalizers()
-        .iter()
-        .filter(|f| *f != FINALIZER)
-        .cloned()
-        .collect();
-    if present {
-        finalizers.push(FINALIZER.to_owned());
-    }
-    // A JSON merge patch that carries the resourceVersion: a stale copy
-    // gets 409.
-    let patch = json!({
-        "metadata": {
-            "finalizers": finalizers,
-            "resourceVersion": up.resource_version(),
-        }
-    });
-    Ok(api
-        .patch(
-            &up.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await?)
-}
-
-/// Writes `status` with the object's resourceVersion as precondition.
-async fn write_status(
-    api: &Api<IOSXESoftwareUpgrade>,
-    up: &IOSXESoftwareUpgrade,
-    status: &IOSXESoftwareUpgradeStatus,
-) -> Result<IOSXESoftwareUpgrade, ReconcileError> {
-    let mut next = up.clone();
-    next.status = Some(status.clone());
-    Ok(api
-        .replace_status(&up.name_any(), &PostParams::default(), &next)
-        .await?)
-}
-
 /// Reconciles one IOSXESoftwareUpgrade.
 pub async fn reconcile(
     obj: Arc<IOSXESoftwareUpgrade>,
@@ -302,10 +255,10 @@ pub async fn reconcile(
         return Ok(KubeAction::await_change());
     };
     let device = up.spec.device_ref.name.clone();
+    engine::record_device(&device);
     if !ctx.settings.scope.serves_device(&device) {
         return Ok(KubeAction::await_change());
     }
-    ctx.metrics.reconciled(KIND, "ok");
     let uid = up.uid().unwrap_or_default();
     let deleting = up.metadata.deletion_timestamp.is_some();
     let terminal = up
@@ -313,21 +266,15 @@ pub async fn reconcile(
         .as_ref()
         .and_then(|s| s.phase)
         .is_some_and(UpgradePhase::is_terminal);
-    if !deleting && !terminal && !has_finalizer(&up) {
-        up = set_finalizer(&api, &up, true).await?;
+    if !deleting && !terminal {
+        match add_finalizer(&api, &up, FINALIZER).await? {
+            Some(written) => up = written,
+            None => return Ok(KubeAction::requeue(engine::CONFLICT_RETRY)),
+        }
     }
     let rt = &ctx.upgrades;
-    let holder = LeaseHolder {
-        kind: KIND.into(),
-        namespace: ns.clone(),
-        name: name.clone(),
-        uid: uid.clone(),
-    };
-    let locks = DeviceLocks::new(
-        ctx.client.clone(),
-        &ctx.settings.lease_namespace_for(&ns),
-        &ctx.settings.identity,
-    );
+    let holder = lease_holder(KIND, &up);
+    let locks = device_locks(&ctx, &ns);
     let mut status = up.status.clone().unwrap_or_default();
     let mut obs = Observation {
         deleting,
@@ -346,7 +293,12 @@ pub async fn reconcile(
                 a == status
             };
             if !progress_only || rt.progress_due(&uid) {
-                up = write_status(&api, &up, &d.status).await?;
+                match write_status(&api, &up, d.status.clone()).await? {
+                    Some(written) => up = written,
+                    // Written by someone else since it was read: decide
+                    // again on the fresh object.
+                    None => return Ok(KubeAction::requeue(engine::CONFLICT_RETRY)),
+                }
                 if d.status.transfer_progress.is_some() {
                     rt.progress_written(&uid);
                 }
@@ -460,8 +412,9 @@ pub async fn reconcile(
                     continue;
                 }
                 Action::RemoveFinalizer => {
-                    if has_finalizer(&up) {
-                        up = set_finalizer(&api, &up, false).await?;
+                    match drop_finalizer(&api, &up, FINALIZER).await? {
+                        Some(written) => up = written,
+                        None => return Ok(KubeAction::requeue(engine::CONFLICT_RETRY)),
                     }
                     continue;
                 }
@@ -494,14 +447,9 @@ fn activation_result(r: Result<ActivateOutcome, ClientError>) -> ActivationResul
         Ok(ActivateOutcome::Error { kind, detail }) => {
             ActivationResult::Refused(format!("{kind}: {detail}"))
         }
-        // Refused before anything reached the device.
-        Err(
-            e @ (ClientError::ServiceUnsupported { .. }
-            | ClientError::InvalidRequest(_)
-            | ClientError::Unauthenticated { .. }
-            | ClientError::InvalidTarget(_)
-            | ClientError::Disabled),
-        ) => ActivationResult::Refused(e.to_string()),
+        // Certainly not acted on: refused before it was sent, by
+        // authentication, or for a missing service.
+        Err(e) if e.refused_unsent() => ActivationResult::Refused(e.to_string()),
         Err(e) => ActivationResult::Unknown(e.to_string()),
     }
 }
@@ -515,19 +463,9 @@ async fn device_client(
     if let Some(c) = cached {
         return Ok(c.clone());
     }
-    let devices: Api<CiscoDevice> = Api::namespaced(ctx.client.clone(), ns);
-    let dev = devices
-        .get_opt(device)
+    let c = gnoi_client(ctx, ns, device)
         .await
-        .map_err(|e| format!("reading CiscoDevice {device:?}: {e}"))?
-        .ok_or_else(|| format!("CiscoDevice {device:?} does not exist in namespace {ns:?}"))?;
-    let target = resolve_target(&ctx.client, ns, device, &dev.spec, &ctx.settings.gnoi)
-        .await
-        .map_err(|e| format!("CiscoDevice {device:?} cannot be reached: {e}"))?;
-    let c = ctx
-        .pool
-        .get_or_create(&target)
-        .map_err(|e| format!("CiscoDevice {device:?}: {e}"))?;
+        .map_err(|e| e.to_string())?;
     *cached = Some(c.clone());
     Ok(c)
 }
@@ -874,23 +812,19 @@ async fn start_transfer(
                     ClientError::ContentSource { .. } if from_source.is_some() => {
                         source_failure(from_source.as_ref().expect("checked"))
                     }
-                    ClientError::ServiceUnsupported { .. } => TransferState::Failed {
-                        reason: "OSServiceUnsupported".into(),
-                        message: e.to_string(),
-                    },
-                    ClientError::Interrupted { .. }
-                    | ClientError::Unavailable { .. }
-                    | ClientError::DeadlineExceeded { .. } => {
-                        TransferState::Interrupted(e.to_string())
-                    }
-                    ClientError::Rpc {
-                        code:
-                            tonic::Code::Aborted | tonic::Code::Unavailable | tonic::Code::Internal,
-                        ..
-                    } => TransferState::Interrupted(e.to_string()),
-                    other => TransferState::Failed {
-                        reason: "InstallFailed".into(),
-                        message: other.to_string(),
+                    other => match other.class() {
+                        ErrorClass::Unsupported => TransferState::Failed {
+                            reason: "OSServiceUnsupported".into(),
+                            message: other.to_string(),
+                        },
+                        // Resumed from the device's partial image.
+                        ErrorClass::Ambiguous | ErrorClass::Retryable => {
+                            TransferState::Interrupted(other.to_string())
+                        }
+                        ErrorClass::Final => TransferState::Failed {
+                            reason: "InstallFailed".into(),
+                            message: other.to_string(),
+                        },
                     },
                 }
             }
@@ -914,6 +848,7 @@ async fn start_transfer(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn gnmi_leaves_fill_the_device_state() {

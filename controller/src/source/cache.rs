@@ -166,11 +166,15 @@ impl ImageCache {
             .wait_for(|p| p.total.is_some() || p.written > 0 || p.outcome.is_some())
             .await
             .map(|p| p.clone());
+        // Judged on the value when this reader looked, which may be later
+        // than the moment the predicate first held: a download that broke
+        // after the source announced its size is not a refusal, and its
+        // stream reports the break (whether this reader was quick or slow).
         match answered {
             Ok(Progress {
                 written: 0,
+                total: None,
                 outcome: Some(Err(e)),
-                ..
             }) => Err(e),
             Ok(_) => Ok(ImageStream::follow(file, flight.progress.clone(), feed)),
             Err(_) => Err(SourceError::Io {

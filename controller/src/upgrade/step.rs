@@ -31,12 +31,12 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use crate::conditions::{DesiredCondition, merge};
 use crate::crd::common::ConditionStatus;
 use crate::crd::upgrade::{
     IOSXESoftwareUpgradeSpec, IOSXESoftwareUpgradeStatus, ResumePolicy, Source, Strategy,
     TransferProgress, UpgradePhase, conditions as cond,
 };
-use crate::reconcile::conditions::{DesiredCondition, merge};
 use crate::version::{TargetVersion, version_matches};
 
 /// Condition saying whether a localPath image was checked against
