@@ -14,7 +14,7 @@ use serde_json::json;
 
 use crate::device::StatePatch;
 use crate::faults::FaultSpec;
-use crate::fleet::{DeviceHandle, FleetError, FleetInner};
+use crate::handle::{DeviceHandle, FleetError, FleetInner};
 use crate::journal::JournalQuery;
 
 type S = Arc<FleetInner>;

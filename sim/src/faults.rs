@@ -20,7 +20,7 @@ use http_body::{Body as HttpBody, Frame};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::server::{ConnCtx, GrpcRequest, GrpcResponse};
+use crate::rpc::{ConnCtx, GrpcRequest, GrpcResponse};
 
 /// What a fault does.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,5 +1,6 @@
-//! A journal of every RPC a device received, and the tower layers that sit
-//! in front of the services: the journal itself and the credential check.
+//! A journal of every RPC a device received, and the outermost tower layer
+//! of a device's stack that writes it (the credential check behind it is
+//! [`crate::auth`]).
 //!
 //! An entry is written when the request arrives (code `IN_PROGRESS`) and
 //! completed with the gRPC outcome, or `DROPPED` when the connection went
@@ -18,7 +19,8 @@ use futures::future::BoxFuture;
 use http_body::{Body as HttpBody, Frame};
 use serde::{Deserialize, Serialize};
 
-use crate::server::{ConnCtx, GrpcRequest, GrpcResponse};
+use crate::clock::wall_ns;
+use crate::rpc::{ConnCtx, GrpcRequest, GrpcResponse};
 
 /// One RPC as the device saw it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -84,7 +86,7 @@ impl Journal {
         let seq = self.next.fetch_add(1, Ordering::Relaxed);
         let e = JournalEntry {
             seq,
-            time_ns: crate::device::wall_ns(),
+            time_ns: wall_ns(),
             device: device.into(),
             method: method.into(),
             fields: BTreeMap::new(),
@@ -388,87 +390,6 @@ where
                 })
             }))
         })
-    }
-}
-
-/// Credentials a device expects in `username` / `password` metadata.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Credentials {
-    /// User name.
-    pub username: String,
-    /// Password.
-    pub password: String,
-}
-
-/// Answers UNAUTHENTICATED when the credentials are missing or wrong.
-#[derive(Clone)]
-pub struct AuthLayer {
-    creds: Option<Arc<Credentials>>,
-}
-
-impl AuthLayer {
-    /// No check when `creds` is none.
-    pub fn new(creds: Option<Credentials>) -> Self {
-        Self {
-            creds: creds.map(Arc::new),
-        }
-    }
-}
-
-impl<S> tower::Layer<S> for AuthLayer {
-    type Service = AuthService<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        AuthService {
-            inner,
-            creds: self.creds.clone(),
-        }
-    }
-}
-
-/// See [`AuthLayer`].
-#[derive(Clone)]
-pub struct AuthService<S> {
-    inner: S,
-    creds: Option<Arc<Credentials>>,
-}
-
-impl<S> tower::Service<GrpcRequest> for AuthService<S>
-where
-    S: tower::Service<GrpcRequest, Response = GrpcResponse, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = GrpcResponse;
-    type Error = Infallible;
-    type Future = futures::future::Either<
-        S::Future,
-        futures::future::Ready<Result<GrpcResponse, Infallible>>,
-    >;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: GrpcRequest) -> Self::Future {
-        if let Some(c) = &self.creds {
-            let get = |k: &str| req.headers().get(k).and_then(|v| v.to_str().ok());
-            let ok = get("username") == Some(c.username.as_str())
-                && get("password") == Some(c.password.as_str());
-            if !ok {
-                let why = if get("username").is_none() {
-                    "missing username/password metadata"
-                } else {
-                    "authentication failed"
-                };
-                note(req.extensions(), "auth", "rejected");
-                return futures::future::Either::Right(futures::future::ready(Ok(
-                    tonic::Status::unauthenticated(why).into_http(),
-                )));
-            }
-        }
-        futures::future::Either::Left(self.inner.call(req))
     }
 }
 

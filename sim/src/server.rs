@@ -19,9 +19,12 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 use tower::{ServiceBuilder, ServiceExt};
 
+pub use crate::rpc::{ConnCtx, GrpcRequest, GrpcResponse};
+
+use crate::auth::AuthLayer;
 use crate::device::{Device, Power};
 use crate::faults::FaultLayer;
-use crate::journal::{AuthLayer, JournalLayer};
+use crate::journal::JournalLayer;
 
 /// HTTP/2 receive window per stream: room for several 1 MiB install chunks
 /// in flight, so a client's upload is not paced by window updates (hyper's
@@ -35,21 +38,8 @@ pub const H2_CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
 /// raised OS.Install from 0.42-0.44 to 0.63 of the SHA-256 rate.
 pub const H2_MAX_FRAME: u32 = 1024 * 1024;
 
-/// Request type inside the layer stack.
-pub type GrpcRequest = http::Request<tonic::body::Body>;
-/// Response type inside the layer stack.
-pub type GrpcResponse = http::Response<tonic::body::Body>;
 /// The device's whole service stack.
 pub type DeviceService = tower::util::BoxCloneService<GrpcRequest, GrpcResponse, Infallible>;
-
-/// Per-connection context, in every request's extensions.
-#[derive(Clone, Debug)]
-pub struct ConnCtx {
-    /// Cancelling it closes the connection.
-    pub kill: CancellationToken,
-    /// Client address.
-    pub peer: SocketAddr,
-}
 
 /// Builds the layered service for a device.
 pub fn device_service(
