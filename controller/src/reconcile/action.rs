@@ -1263,7 +1263,7 @@ async fn start(env: &Env<'_>, obj: &IOSXEOperationalAction) -> Result<Requeue, R
                         .reject(
                             obj,
                             Rejection::new(
-            ActionReason::ConfigMapNotFound,
+                                ActionReason::ConfigMapNotFound,
                                 format!(
                                     "ConfigMap {config_map:?} (spec.action.filePut.configMapName) does not exist in namespace {:?}; nothing was sent to the device",
                                     env.ns
