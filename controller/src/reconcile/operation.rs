@@ -1449,11 +1449,14 @@ pub async fn reconcile(
     // The result is written over the Running status it was produced under;
     // a change of metadata or spec in the meantime (the status is the
     // controller's alone) does not lose it.
+    // Compared with the status as stored (the API server rounds times to
+    // seconds), not as built.
+    let stored = running_op.status.clone();
     let written = match write_status(&api, &running_op, done.clone()).await? {
         Some(w) => Some(w),
         None => {
             update_status(&api, &name, |fresh| {
-                (fresh.status.as_ref() == Some(&running)).then(|| done.clone())
+                (fresh.status == stored).then(|| done.clone())
             })
             .await?
         }
