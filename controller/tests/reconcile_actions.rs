@@ -19,6 +19,7 @@ use cvk_hil::testing::shared_control_plane;
 use iosxe_sim::{FaultKind, FaultSpec, Fleet, FleetConfig, FleetHandle, Profile};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::events::v1::Event;
 use kube::api::{DeleteParams, ObjectMeta, PostParams};
 use kube::{Api, Client, ResourceExt};
 use reconcile_common::*;
@@ -131,17 +132,18 @@ async fn assert_ended(
         !o.finalizers().iter().any(|f| f == FINALIZER)
     })
     .await;
-    let evs = events_for(client, ns, &name).await;
-    assert!(
-        evs.iter().any(|e| e.reason.as_deref() == Some(want_reason)
-            && e.type_.as_deref()
-                == Some(if want == ActionPhase::Succeeded {
-                    "Normal"
-                } else {
-                    "Warning"
-                })),
-        "no {want_reason} Event: {evs:#?}"
-    );
+    let want_type = if want == ActionPhase::Succeeded {
+        "Normal"
+    } else {
+        "Warning"
+    };
+    let announced = |evs: &[Event]| {
+        evs.iter().any(|e| {
+            e.reason.as_deref() == Some(want_reason) && e.type_.as_deref() == Some(want_type)
+        })
+    };
+    let evs = events_until(client, ns, &name, announced).await;
+    assert!(announced(&evs), "no {want_reason} Event: {evs:#?}");
 }
 
 /// A ConfigMap holding `content` under `binaryData["content"]`, as FilePut
@@ -378,7 +380,7 @@ async fn every_kind_is_sent_exactly_once() {
         assert_eq!(lease_holder(&client, &n, d).await, None, "{d}");
     }
     // Running was announced before the outcome.
-    let evs = events_for(&client, &n, "reload").await;
+    let evs = events_with(&client, &n, "reload", "Running").await;
     assert!(
         evs.iter().any(|e| e.reason.as_deref() == Some("Running")
             && e.note
@@ -690,7 +692,7 @@ async fn an_upgrade_holding_the_device_blocks_a_reboot_but_not_a_cancel() {
     assert_eq!(response["rebootStatus"]["active"], true, "{response}");
     assert!(sim.snapshot().reboot.active);
     assert_eq!(lease_holder(&client, &n, "sw").await, None);
-    let evs = events_for(&client, &n, "reload").await;
+    let evs = events_with(&client, &n, "reload", "MutationLeaseBlocked").await;
     assert!(
         evs.iter()
             .any(|e| e.reason.as_deref() == Some("MutationLeaseBlocked")),
@@ -944,7 +946,7 @@ async fn a_dispatched_action_deleted_while_the_controller_is_down_keeps_its_reco
 
     let mut second = spawn_controller(&kubeconfig, &n, None);
     wait_gone(&api, "put", Duration::from_secs(60)).await;
-    let evs = events_for(&client, &n, "put").await;
+    let evs = events_with(&client, &n, "put", "Succeeded").await;
     let succeeded = evs
         .iter()
         .find(|e| e.reason.as_deref() == Some("Succeeded"))
@@ -1014,7 +1016,7 @@ async fn a_broken_connection_during_dispatch_is_read_back_not_resent() {
     let sent = sim.journal_for("/gnoi.system.System/Reboot");
     assert_eq!(sent.len(), 1, "sent once, never again: {sent:#?}");
     assert!(!sim.snapshot().reboot.active);
-    let evs = events_for(&client, &n, "reload").await;
+    let evs = events_with(&client, &n, "reload", "Observing").await;
     assert!(
         evs.iter().any(|e| e.reason.as_deref() == Some("Observing")),
         "{evs:#?}"

@@ -203,7 +203,12 @@ async fn every_kind_runs_end_to_end_once() {
     }
 
     // Events: Running then Succeeded, once each.
-    let events = events_for(&client, ns.name(), "verify").await;
+    let events = events_until(&client, ns.name(), "verify", |evs| {
+        ["Running", "Succeeded"]
+            .iter()
+            .all(|r| evs.iter().any(|e| e.reason.as_deref() == Some(r)))
+    })
+    .await;
     let reasons: Vec<_> = events.iter().filter_map(|e| e.reason.clone()).collect();
     assert_eq!(
         reasons.iter().filter(|r| *r == "Running").count(),
@@ -317,7 +322,7 @@ async fn ios_xe_17_14_learns_unimplemented_once_then_fails_fast() {
     );
 
     // The Warning Event names the service.
-    let events = events_for(&client, ns.name(), "time").await;
+    let events = events_with(&client, ns.name(), "time", "SystemServiceUnsupported").await;
     assert!(
         events
             .iter()
@@ -522,7 +527,7 @@ async fn finished_operations_expire_after_their_ttl() {
         "deleted before its TTL"
     );
     wait_gone(&api, "short", Duration::from_secs(20)).await;
-    let events = events_for(&client, ns.name(), "short").await;
+    let events = events_with(&client, ns.name(), "short", "Expired").await;
     assert!(
         events
             .iter()
@@ -624,15 +629,21 @@ async fn gated_kinds_never_reach_the_device_and_say_so_once() {
         "status rewritten"
     );
     for name in ["reload", "upgrade"] {
-        let gate_events: Vec<_> = events_for(&client, ns.name(), name)
-            .await
-            .into_iter()
-            .filter(|e| {
+        let gate_events: Vec<_> = events_until(&client, ns.name(), name, |evs| {
+            evs.iter().any(|e| {
                 e.reason
                     .as_deref()
                     .is_some_and(|r| r.ends_with("GateDisabled"))
             })
-            .collect();
+        })
+        .await
+        .into_iter()
+        .filter(|e| {
+            e.reason
+                .as_deref()
+                .is_some_and(|r| r.ends_with("GateDisabled"))
+        })
+        .collect();
         assert_eq!(gate_events.len(), 1, "{name}: {gate_events:#?}");
         assert_eq!(gate_events[0].type_.as_deref(), Some("Warning"));
     }
@@ -833,7 +844,7 @@ async fn operations_wait_for_their_device_and_unreachable_devices_say_so() {
         "took {:?}",
         created.elapsed()
     );
-    let waits = events_for(&client, ns.name(), "early")
+    let waits = events_with(&client, ns.name(), "early", "NoTransport")
         .await
         .into_iter()
         .filter(|e| e.reason.as_deref() == Some("NoTransport"))

@@ -126,9 +126,30 @@ fn condition(u: &IOSXESoftwareUpgrade, t: &str) -> (String, String) {
         .unwrap_or_default()
 }
 
-/// The `PhaseTransition` Event notes of `name`, oldest first.
+/// The `PhaseTransition` Event notes of `name`, oldest first, once the
+/// last of them tells the phase the object is in (or it is gone).
 async fn transitions(client: &Client, ns: &str, name: &str) -> Vec<String> {
-    let mut evs: Vec<_> = events_for(client, ns, name)
+    let api: Api<IOSXESoftwareUpgrade> = Api::namespaced(client.clone(), ns);
+    let phase = api
+        .get_opt(name)
+        .await
+        .expect("get")
+        .and_then(|u| u.status.and_then(|s| s.phase))
+        .map(|p| serde_json::to_value(p).expect("phase"));
+    let phase = phase.as_ref().and_then(Value::as_str).map(str::to_owned);
+    let told = |evs: &[k8s_openapi::api::events::v1::Event]| {
+        let Some(phase) = &phase else { return true };
+        let notes: Vec<String> = evs
+            .iter()
+            .filter(|e| e.reason.as_deref() == Some("PhaseTransition"))
+            .filter_map(|e| e.note.clone())
+            .collect();
+        notes.iter().any(|n| {
+            n.split_once(" → ")
+                .is_some_and(|(_, to)| to.starts_with(phase.as_str()))
+        })
+    };
+    let mut evs: Vec<_> = events_until(client, ns, name, told)
         .await
         .into_iter()
         .filter(|e| e.reason.as_deref() == Some("PhaseTransition"))

@@ -238,6 +238,33 @@ pub async fn events_for(client: &Client, ns: &str, name: &str) -> Vec<Event> {
         .collect()
 }
 
+/// The Events about `name` once `done` holds for them, or as they are
+/// after 10 s. A status and its Event are two writes, in that order: a test
+/// that has seen a status waits for the Event rather than reading once.
+pub async fn events_until(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    done: impl Fn(&[Event]) -> bool,
+) -> Vec<Event> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let evs = events_for(client, ns, name).await;
+        if done(&evs) || tokio::time::Instant::now() >= deadline {
+            return evs;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits for an Event about `name` with `reason`; returns all of them.
+pub async fn events_with(client: &Client, ns: &str, name: &str, reason: &str) -> Vec<Event> {
+    events_until(client, ns, name, |evs| {
+        evs.iter().any(|e| e.reason.as_deref() == Some(reason))
+    })
+    .await
+}
+
 /// Journal entries of `dev` whose method starts with `prefix`
 /// (`/gnoi.system.System/` for a whole service).
 pub fn calls(dev: &iosxe_sim::DeviceHandle, prefix: &str) -> Vec<iosxe_sim::JournalEntry> {
