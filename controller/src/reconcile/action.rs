@@ -61,7 +61,6 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tonic::Code;
 
-use super::device::client_reason;
 use super::engine::{
     self, DeviceLookupError, add_finalizer, device_locks, gnoi_client, lease_holder,
     remove_finalizer, update_status, write_status,
@@ -78,6 +77,7 @@ use crate::crd::action::{
 };
 use crate::lease::{Acquire, DeviceLocks, LeaseHolder};
 use crate::reason::ActionReason;
+use crate::reason::client_reason;
 use crate::telemetry::ActionTransitionLabels;
 
 /// The kind, as it appears in Events, metrics and Lease holders.
@@ -801,6 +801,82 @@ pub fn judge(kind: ActionKind, rec: &DispatchRecord, reading: Reading) -> Outcom
                 "the outcome of FileRemove cannot be read back: {e}"
             )),
         },
+    }
+}
+
+/// What a later reconcile sees of a dispatched action.
+#[derive(Debug, Clone)]
+pub enum Seen<'a> {
+    /// The dispatch record in `status.result` is unreadable.
+    NoRecord,
+    /// The device cannot be reached: why.
+    Unreachable(String),
+    /// What the device shows, against the record.
+    Read(&'a DispatchRecord, Reading),
+}
+
+/// When a dispatched action may be concluded, counted from `startTime`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Windows {
+    /// Before this, the dispatch may still be in flight ([`settle_time`]).
+    pub settle: Duration,
+    /// After this, an outcome still unclear is unknown ([`outcome_window`]).
+    pub outcome: Duration,
+}
+
+/// Decides the outcome of a dispatched action observed `elapsed` after it
+/// started (pure). The rules, in order:
+/// - no readable record: Failed/ActionOutcomeUnknown (nothing to judge
+///   against; it is never sent again);
+/// - device unreachable: Unclear;
+/// - otherwise the device reading is judged ([`judge`]);
+/// - before the settle time, a failure the device did not state itself
+///   (anything but ActionFailed) is Unclear: the dispatch may still be in
+///   flight, so no effect is not yet proof of none;
+/// - at or after the outcome window, Unclear becomes
+///   Failed/ActionOutcomeUnknown.
+pub fn conclude_observed(
+    kind: ActionKind,
+    invocation: &str,
+    seen: Seen<'_>,
+    elapsed: Duration,
+    windows: Windows,
+) -> Outcome {
+    let outcome = match seen {
+        Seen::NoRecord => Outcome::Failed {
+            reason: ActionReason::ActionOutcomeUnknown,
+            message: format!(
+                "{kind} was marked as dispatched (invocation {invocation}) but its dispatch record is unreadable; it was not sent again — check the device"
+            ),
+            detail: None,
+        },
+        Seen::Unreachable(message) => Outcome::Unclear {
+            message: format!("cannot reach the device to read the outcome: {message}"),
+        },
+        Seen::Read(rec, reading) => judge(kind, rec, reading),
+    };
+    let outcome = match outcome {
+        Outcome::Failed {
+            reason, message, ..
+        } if elapsed < windows.settle && reason != ActionReason::ActionFailed => Outcome::Unclear {
+            message: format!(
+                "{message} (not concluded before {}s after dispatch, in case the dispatch is still in flight)",
+                windows.settle.as_secs()
+            ),
+        },
+        other => other,
+    };
+    match outcome {
+        Outcome::Unclear { message } if elapsed >= windows.outcome => Outcome::Failed {
+            reason: ActionReason::ActionOutcomeUnknown,
+            message: format!(
+                "{kind} was dispatched {}s ago and its outcome could not be read within {}s: {message}; it was not sent again — check the device",
+                elapsed.as_secs(),
+                windows.outcome.as_secs()
+            ),
+            detail: None,
+        },
+        other => other,
     }
 }
 
@@ -1532,50 +1608,20 @@ async fn observe_dispatched(
         .as_ref()
         .map(|t| t.0)
         .unwrap_or_else(Timestamp::now);
-    let window = outcome_window(env.kind);
     let elapsed = Duration::try_from(Timestamp::now().duration_since(started)).unwrap_or_default();
-    let outcome = match (&doc, env.client().await) {
-        (None, _) => Outcome::Failed {
-            reason: ActionReason::ActionOutcomeUnknown,
-            message: format!(
-                "{} was marked as dispatched (invocation {invocation}) but its dispatch record is unreadable; it was not sent again — check the device",
-                env.kind
-            ),
-            detail: None,
-        },
-        (Some(_), Err((_, message))) => Outcome::Unclear {
-            message: format!("cannot reach the device to read the outcome: {message}"),
-        },
-        (Some(doc), Ok(client)) => {
-            let reading = observe(&client, env.kind, &doc.dispatch).await;
-            judge(env.kind, &doc.dispatch, reading)
-        }
+    let seen = match (&doc, env.client().await) {
+        (None, _) => Seen::NoRecord,
+        (Some(_), Err((_, message))) => Seen::Unreachable(message),
+        (Some(doc), Ok(client)) => Seen::Read(
+            &doc.dispatch,
+            observe(&client, env.kind, &doc.dispatch).await,
+        ),
     };
-    let settle = settle_time(env.kind, &env.ctx.settings.gnoi.timeouts);
-    let outcome = match outcome {
-        Outcome::Failed {
-            reason, message, ..
-        } if elapsed < settle && reason != ActionReason::ActionFailed => Outcome::Unclear {
-            message: format!(
-                "{message} (not concluded before {}s after dispatch, in case the dispatch is still in flight)",
-                settle.as_secs()
-            ),
-        },
-        other => other,
+    let windows = Windows {
+        settle: settle_time(env.kind, &env.ctx.settings.gnoi.timeouts),
+        outcome: outcome_window(env.kind),
     };
-    let outcome = match outcome {
-        Outcome::Unclear { message } if elapsed >= window => Outcome::Failed {
-            reason: ActionReason::ActionOutcomeUnknown,
-            message: format!(
-                "{} was dispatched {}s ago and its outcome could not be read within {}s: {message}; it was not sent again — check the device",
-                env.kind,
-                elapsed.as_secs(),
-                window.as_secs()
-            ),
-            detail: None,
-        },
-        other => other,
-    };
+    let outcome = conclude_observed(env.kind, &invocation, seen, elapsed, windows);
     conclude(env, obj, &invocation, &summary, outcome, true).await
 }
 
@@ -2046,6 +2092,103 @@ mod tests {
         if let Outcome::Failed { message, .. } = judge(Reboot, &r, Reading::Reboot(Ok((false, 2))))
         {
             assert!(message.contains("not sent again"), "{message}");
+        }
+    }
+
+    #[test]
+    fn a_dispatched_action_is_concluded_by_what_the_device_shows_and_when() {
+        use ActionKind::*;
+        let r = rec("Reboot");
+        let down = || ClientError::Unavailable {
+            message: "refused".into(),
+            retry_after: None,
+        };
+        let w = Windows {
+            settle: Duration::from_secs(20),
+            outcome: Duration::from_secs(305),
+        };
+        let secs = Duration::from_secs;
+        // (kind, what is seen, time since startTime, verdict)
+        let table: Vec<(ActionKind, Seen<'_>, Duration, &str)> = vec![
+            // An effect is proof at any time.
+            (
+                Reboot,
+                Seen::Read(&r, Reading::Reboot(Ok((false, 3)))),
+                secs(1),
+                "Succeeded",
+            ),
+            (
+                FilePut,
+                Seen::Read(&r, Reading::FileHash(Ok("ab".into()))),
+                secs(0),
+                "Succeeded",
+            ),
+            // No effect is proof only once the dispatch cannot be in flight.
+            (
+                Reboot,
+                Seen::Read(&r, Reading::Reboot(Ok((false, 2)))),
+                secs(19),
+                "Unclear",
+            ),
+            (
+                Reboot,
+                Seen::Read(&r, Reading::Reboot(Ok((false, 2)))),
+                secs(20),
+                "ActionNotApplied",
+            ),
+            (
+                KillProcess,
+                Seen::Read(&r, Reading::Nothing),
+                secs(1),
+                "Unclear",
+            ),
+            (
+                KillProcess,
+                Seen::Read(&r, Reading::Nothing),
+                secs(20),
+                "ActionOutcomeUnknown",
+            ),
+            (Reboot, Seen::NoRecord, secs(0), "Unclear"),
+            (Reboot, Seen::NoRecord, secs(20), "ActionOutcomeUnknown"),
+            // Unreadable stays unclear until the outcome window closes.
+            (
+                Reboot,
+                Seen::Unreachable("no route".into()),
+                secs(304),
+                "Unclear",
+            ),
+            (
+                Reboot,
+                Seen::Unreachable("no route".into()),
+                secs(305),
+                "ActionOutcomeUnknown",
+            ),
+            (
+                Reboot,
+                Seen::Read(&r, Reading::Reboot(Err(down()))),
+                secs(304),
+                "Unclear",
+            ),
+            (
+                Reboot,
+                Seen::Read(&r, Reading::Reboot(Err(down()))),
+                secs(400),
+                "ActionOutcomeUnknown",
+            ),
+        ];
+        for (kind, seen, elapsed, want) in table {
+            let what = format!("{kind} {seen:?} after {elapsed:?}");
+            let got = conclude_observed(kind, "u/1", seen, elapsed, w);
+            assert_eq!(reason_of(&got), want, "{what}: {got:?}");
+            if let Outcome::Failed { message, .. } = &got
+                && elapsed >= w.outcome
+            {
+                assert!(
+                    message.contains("could not be read within 305s")
+                        && message.contains("not sent again"),
+                    "{what}: {message}"
+                );
+            }
         }
     }
 

@@ -41,6 +41,7 @@ use crate::crd::device::{
     DevicePhase, GnmiStatus, GnoiService, GnoiServiceStatus, ServiceState, conditions as types,
 };
 use crate::crd::{CiscoDevice, CiscoDeviceStatus};
+use crate::reason::{DeviceReason, client_reason};
 
 /// Longest wait between probes of a device that is not Ready.
 pub const RETRY_NOT_READY: Duration = Duration::from_secs(15);
@@ -67,26 +68,6 @@ fn answered(e: &ClientError) -> bool {
             | ClientError::Unauthenticated { .. }
             | ClientError::ServiceUnsupported { .. }
     )
-}
-
-/// CamelCase reason of a client error.
-pub fn client_reason(e: &ClientError) -> &'static str {
-    match e {
-        ClientError::ServiceUnsupported { .. } => "ServiceUnsupported",
-        ClientError::Unavailable { .. } => "Unavailable",
-        ClientError::Unauthenticated { .. } => "Unauthenticated",
-        ClientError::DeadlineExceeded { .. } => "DeadlineExceeded",
-        ClientError::InvalidPath(_) => "InvalidPath",
-        ClientError::InvalidRequest(_) => "InvalidArguments",
-        ClientError::InvalidTarget(_) => "InvalidTarget",
-        ClientError::Tls(_) => "TLSError",
-        ClientError::Rpc { .. } => "GNOIFailed",
-        ClientError::Protocol(_) => "ProtocolError",
-        ClientError::Interrupted { .. } => "Interrupted",
-        ClientError::ContentSource { .. } => "ContentSourceFailed",
-        ClientError::HashMismatch { .. } => "HashMismatch",
-        ClientError::Disabled => "GNOIDisabled",
-    }
 }
 
 fn time_of(t: SystemTime) -> Option<Time> {
@@ -126,14 +107,14 @@ fn set(
     status: &mut CiscoDeviceStatus,
     type_: &'static str,
     ok: bool,
-    reason: &str,
+    reason: DeviceReason,
     message: String,
     generation: Option<i64>,
     now: Timestamp,
 ) {
     conditions::merge(
         &mut status.conditions,
-        DesiredCondition::new(type_, ConditionStatus::from(ok), reason, message),
+        DesiredCondition::new(type_, ConditionStatus::from(ok), reason.as_str(), message),
         generation,
         now,
     );
@@ -182,7 +163,7 @@ pub fn observe(
         &mut s,
         types::GNOI_CONFIGURATION_READY,
         true,
-        "Resolved",
+        DeviceReason::Resolved,
         "credentials and trust material resolved".into(),
         generation,
         now,
@@ -197,7 +178,7 @@ pub fn observe(
     let (phase, reason, message) = if let Some(e) = refused {
         (
             DevicePhase::Error,
-            client_reason(e),
+            DeviceReason::Client(client_reason(e)),
             format!("{} refused the credentials: {e}", probe.endpoint),
         )
     } else if reached {
@@ -208,12 +189,12 @@ pub fn observe(
         if !unsupported.is_empty() {
             m.push_str(&format!("; gNOI {} unsupported", unsupported.join(", ")));
         }
-        (DevicePhase::Ready, "Answered", m)
+        (DevicePhase::Ready, DeviceReason::Answered, m)
     } else {
         let first = errors[0];
         (
             DevicePhase::Unreachable,
-            client_reason(first),
+            DeviceReason::Client(client_reason(first)),
             format!("{} did not answer: {first}", probe.endpoint),
         )
     };
@@ -221,7 +202,11 @@ pub fn observe(
         &mut s,
         types::REACHABLE,
         reached,
-        if reached { "Answered" } else { reason },
+        if reached {
+            DeviceReason::Answered
+        } else {
+            reason
+        },
         if reached {
             format!("answering at {}", probe.endpoint)
         } else {
@@ -247,7 +232,7 @@ pub fn observe(
 /// The status when the device cannot be configured (pure).
 pub fn not_configured(
     previous: &CiscoDeviceStatus,
-    reason: &str,
+    reason: DeviceReason,
     message: String,
     phase: DevicePhase,
     generation: Option<i64>,
@@ -325,7 +310,7 @@ pub async fn reconcile(dev: Arc<CiscoDevice>, ctx: Arc<Context>) -> Result<Actio
     let (status, next) = if ctx.settings.gnoi.disabled {
         let s = not_configured(
             &previous,
-            client_reason(&ClientError::Disabled),
+            DeviceReason::Client(client_reason(&ClientError::Disabled)),
             ClientError::Disabled.to_string(),
             DevicePhase::Pending,
             generation,
@@ -342,7 +327,7 @@ pub async fn reconcile(dev: Arc<CiscoDevice>, ctx: Arc<Context>) -> Result<Actio
                 Err(e) => {
                     let s = not_configured(
                         &previous,
-                        client_reason(&e),
+                        DeviceReason::Client(client_reason(&e)),
                         e.to_string(),
                         DevicePhase::Error,
                         generation,
@@ -413,7 +398,7 @@ fn config_error(
 ) -> CiscoDeviceStatus {
     not_configured(
         previous,
-        e.reason(),
+        DeviceReason::Target(e.reason()),
         e.to_string(),
         DevicePhase::Error,
         generation,

@@ -50,7 +50,6 @@ use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 
-use super::device::client_reason;
 use super::engine::{self, DeviceLookupError, read_device, update_status, write_status};
 use super::target::{resolve_cli_target, resolve_target};
 use super::{Context, MANAGER, ReconcileError, ns_name};
@@ -63,6 +62,7 @@ use crate::crd::operation::{
     OperationOutput, OperationPhase, TracerouteProtocol,
 };
 use crate::crd::{DeviceOperation, DeviceOperationStatus};
+use crate::reason::{OperationReason, client_reason};
 use crate::telemetry::OperationLabels;
 
 /// Condition type of a DeviceOperation.
@@ -190,22 +190,24 @@ impl OperationFailure {
         }
     }
 
-    /// CamelCase reason for status and Events; a missing service is named.
-    pub fn reason(&self) -> String {
+    /// The reason for status and Events; a missing service is named.
+    pub fn reason(&self) -> OperationReason {
         match self {
             Self::Client(ClientError::ServiceUnsupported { service, .. }) => {
-                format!("{}ServiceUnsupported", service_name(*service))
+                OperationReason::ServiceUnsupported(*service)
             }
-            Self::Client(e) => client_reason(e).to_owned(),
-            Self::InvalidArguments(_) => "InvalidArguments".into(),
-            Self::ArtifactTooLarge { .. } => "ArtifactTooLarge".into(),
-            Self::Cli(e) => e.reason().into(),
-            Self::CommandNotAllowed { .. } => "CommandNotAllowed".into(),
-            Self::CommandsFailed { .. } => "CommandFailed".into(),
-            Self::NamespaceNotAuthorized(_) => "NamespaceNotAuthorized".into(),
-            Self::ArtifactConflict(_) | Self::ArtifactWrite { .. } => "ArtifactWriteFailed".into(),
-            Self::Timeout(_) => "DeadlineExceeded".into(),
-            Self::Render(_) => "RenderFailed".into(),
+            Self::Client(e) => OperationReason::Client(client_reason(e)),
+            Self::InvalidArguments(_) => OperationReason::InvalidArguments,
+            Self::ArtifactTooLarge { .. } => OperationReason::ArtifactTooLarge,
+            Self::Cli(e) => OperationReason::Cli(e.reason()),
+            Self::CommandNotAllowed { .. } => OperationReason::CommandNotAllowed,
+            Self::CommandsFailed { .. } => OperationReason::CommandFailed,
+            Self::NamespaceNotAuthorized(_) => OperationReason::NamespaceNotAuthorized,
+            Self::ArtifactConflict(_) | Self::ArtifactWrite { .. } => {
+                OperationReason::ArtifactWriteFailed
+            }
+            Self::Timeout(_) => OperationReason::DeadlineExceeded,
+            Self::Render(_) => OperationReason::RenderFailed,
         }
     }
 }
@@ -293,6 +295,35 @@ pub fn step(v: &OpView, now: Timestamp) -> OpStep {
         }
         _ => OpStep::Done,
     }
+}
+
+/// What the controller's configuration allows an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// ConfigDiff may run in the operation's namespace.
+    pub configdiff_allowed: bool,
+    /// gNOI is disabled (`gnoi.disabled`).
+    pub gnoi_disabled: bool,
+}
+
+/// Checks an operation before its device is touched (pure): the commands a
+/// CLI kind runs (empty for a gNOI kind), or why it fails at once. A CLI
+/// kind's commands are checked first, then ConfigDiff's namespace, then
+/// whether gNOI is on for a gNOI kind.
+pub fn admit(op: &Operation, ns: &str, policy: Policy) -> Result<Vec<String>, OperationFailure> {
+    let kind = op.kind;
+    let commands = if kind.is_cli() {
+        cli_commands(op)?
+    } else {
+        Vec::new()
+    };
+    if kind == OperationKind::ConfigDiff && !policy.configdiff_allowed {
+        return Err(OperationFailure::NamespaceNotAuthorized(ns.to_owned()));
+    }
+    if !kind.is_cli() && policy.gnoi_disabled {
+        return Err(OperationFailure::Client(ClientError::Disabled));
+    }
+    Ok(commands)
 }
 
 /// A rendered result: the JSON output and a one-line summary.
@@ -1046,18 +1077,25 @@ pub async fn run_cli(pool: &CliPool, target: &CliTarget, commands: &[String]) ->
 fn set_ready(
     s: &mut DeviceOperationStatus,
     ok: bool,
-    reason: &str,
+    reason: OperationReason,
     message: &str,
     generation: Option<i64>,
     now: Timestamp,
 ) {
-    conditions::set_ready(&mut s.conditions, ok, reason, message, generation, now);
+    conditions::set_ready(
+        &mut s.conditions,
+        ok,
+        reason.as_str(),
+        message,
+        generation,
+        now,
+    );
 }
 
 /// Phase Pending while the device cannot be used (pure).
 pub fn waiting_status(
     previous: &DeviceOperationStatus,
-    reason: &str,
+    reason: OperationReason,
     message: String,
     generation: Option<i64>,
     now: Timestamp,
@@ -1084,7 +1122,14 @@ pub fn running_status(
     s.outputs.clear();
     s.artifact_uris.clear();
     let message = "operation is running".to_owned();
-    set_ready(&mut s, false, "Running", &message, generation, now);
+    set_ready(
+        &mut s,
+        false,
+        OperationReason::Running,
+        &message,
+        generation,
+        now,
+    );
     s.message = Some(message);
     s
 }
@@ -1141,7 +1186,14 @@ pub fn finished_status(
             s.phase = Some(OperationPhase::Succeeded);
             s.outputs = ok.outputs.clone();
             s.artifact_uris = ok.artifact_uris.clone();
-            set_ready(&mut s, true, "Succeeded", &ok.message, generation, now);
+            set_ready(
+                &mut s,
+                true,
+                OperationReason::Succeeded,
+                &ok.message,
+                generation,
+                now,
+            );
             s.message = Some(ok.message.clone());
         }
         Err(f) => {
@@ -1159,7 +1211,7 @@ pub fn finished_status(
                 f.outputs.clone()
             };
             s.artifact_uris = f.artifact_uris.clone();
-            set_ready(&mut s, false, &f.error.reason(), &message, generation, now);
+            set_ready(&mut s, false, f.error.reason(), &message, generation, now);
             s.message = Some(message);
         }
     }
@@ -1239,7 +1291,7 @@ async fn expire(
     ctx.publish(
         op,
         EventType::Normal,
-        "Expired",
+        OperationReason::Expired.as_str(),
         "Cleanup",
         format!(
             "deleted {}s after it finished (ttlSecondsAfterFinished)",
@@ -1299,23 +1351,14 @@ pub async fn reconcile(
     let fail =
         |e: OperationFailure| finished_status(&previous, kind, &Err(e.into()), generation, now);
 
-    // What a CLI kind runs is checked before the device is touched.
-    let commands = if kind.is_cli() {
-        match cli_commands(&op.spec.operation) {
-            Ok(c) => c,
-            Err(e) => return finish(&ctx, &api, &op, kind, fail(e)).await,
-        }
-    } else {
-        Vec::new()
+    let policy = Policy {
+        configdiff_allowed: ctx.settings.configdiff_allowed(&ns),
+        gnoi_disabled: ctx.settings.gnoi.disabled,
     };
-    if kind == OperationKind::ConfigDiff && !ctx.settings.configdiff_allowed(&ns) {
-        let failed = fail(OperationFailure::NamespaceNotAuthorized(ns.clone()));
-        return finish(&ctx, &api, &op, kind, failed).await;
-    }
-    if !kind.is_cli() && ctx.settings.gnoi.disabled {
-        let failed = fail(OperationFailure::Client(ClientError::Disabled));
-        return finish(&ctx, &api, &op, kind, failed).await;
-    }
+    let commands = match admit(&op.spec.operation, &ns, policy) {
+        Ok(c) => c,
+        Err(e) => return finish(&ctx, &api, &op, kind, fail(e)).await,
+    };
 
     // Observe the device: the operation waits (Pending) while its device
     // is missing or cannot be configured.
@@ -1346,7 +1389,7 @@ pub async fn reconcile(
     let transport = match transport {
         Ok(t) => t,
         Err(message) => {
-            let reason = "NoTransport";
+            let reason = OperationReason::NoTransport;
             let waiting = waiting_status(&previous, reason, message.clone(), generation, now);
             let announced = previous.phase == Some(OperationPhase::Pending)
                 && previous.message.as_deref() == Some(message.as_str());
@@ -1354,7 +1397,7 @@ pub async fn reconcile(
                 return Ok(Action::requeue(engine::CONFLICT_RETRY));
             }
             if !announced {
-                ctx.publish(&op, EventType::Warning, reason, "Observe", message)
+                ctx.publish(&op, EventType::Warning, reason.as_str(), "Observe", message)
                     .await;
             }
             return Ok(Action::requeue(RETRY_NO_TRANSPORT));
@@ -1377,7 +1420,7 @@ pub async fn reconcile(
     ctx.publish(
         &op,
         EventType::Normal,
-        "Running",
+        OperationReason::Running.as_str(),
         "Execute",
         format!("{kind} device={device_name}"),
     )
@@ -1678,6 +1721,72 @@ mod tests {
                 .collect(),
             commands: commands.iter().map(|c| (*c).to_owned()).collect(),
             gnoi: None,
+        }
+    }
+
+    #[test]
+    fn an_operation_is_admitted_or_failed_before_its_device_is_touched() {
+        let of = |kind: OperationKind, commands: &[&str]| Operation {
+            kind,
+            ..show(commands, &[])
+        };
+        let open = Policy {
+            configdiff_allowed: true,
+            gnoi_disabled: false,
+        };
+        let closed = Policy {
+            configdiff_allowed: false,
+            gnoi_disabled: true,
+        };
+        // (operation, policy, Ok(commands) or the reason)
+        let table: Vec<(Operation, Policy, Result<Vec<&str>, &str>)> = vec![
+            (
+                of(OperationKind::ShowCommand, &["show version"]),
+                closed,
+                Ok(vec!["show version"]),
+            ),
+            (
+                of(OperationKind::ShowCommand, &["configure terminal"]),
+                open,
+                Err("CommandNotAllowed"),
+            ),
+            (
+                of(OperationKind::ShowCommand, &[]),
+                open,
+                Err("InvalidArguments"),
+            ),
+            (
+                of(OperationKind::ConfigDiff, &[]),
+                open,
+                Ok(vec!["show running-config"]),
+            ),
+            (
+                of(OperationKind::ConfigDiff, &[]),
+                closed,
+                Err("NamespaceNotAuthorized"),
+            ),
+            (of(OperationKind::OsVerify, &[]), open, Ok(vec![])),
+            (
+                of(OperationKind::OsVerify, &[]),
+                closed,
+                Err("GNOIDisabled"),
+            ),
+            (
+                of(OperationKind::Time, &[]),
+                Policy {
+                    gnoi_disabled: false,
+                    ..closed
+                },
+                Ok(vec![]),
+            ),
+        ];
+        for (op, policy, want) in table {
+            let got = admit(&op, "ops", policy);
+            match (&got, &want) {
+                (Ok(c), Ok(w)) => assert_eq!(c, w, "{:?} {policy:?}", op.kind),
+                (Err(e), Err(w)) => assert_eq!(e.reason(), *w, "{:?} {policy:?}: {e}", op.kind),
+                _ => panic!("{:?} {policy:?}: {got:?}, want {want:?}", op.kind),
+            }
         }
     }
 
