@@ -72,7 +72,6 @@ macro_rules! reasons {
         $crate::reason::wire_traits!($name);
     };
 }
-pub(crate) use reasons;
 
 /// Reasons of an IOSXEOperationalAction (`status.reason`,
 /// `status.failureReason`, the Ready condition and Events).

@@ -264,6 +264,74 @@ pub fn not_configured(
     s
 }
 
+/// How far a reconcile got towards the device.
+#[derive(Debug)]
+pub enum Reach {
+    /// gNOI is disabled in the controller's configuration.
+    Disabled,
+    /// The CiscoDevice and its Secrets do not make a target.
+    Unconfigured(TargetError),
+    /// The target is unusable for a client (TLS material, address).
+    NoClient(ClientError),
+    /// Probed at the time given, with the capability cache after the probe
+    /// (boxed: the answers are large beside the other variants).
+    Probed(Box<(Probe, CapabilitySnapshot)>, Timestamp),
+}
+
+/// The device's status and when to probe next (`None`: only when the
+/// object changes), from how far the reconcile got (pure). A device that
+/// is Ready is probed every `interval`; one that is not, at least every
+/// [`RETRY_NOT_READY`]; a configuration error waits for a change unless it
+/// may clear by itself (a Secret not there yet); disabled gNOI waits for a
+/// change.
+pub fn decide(
+    previous: &CiscoDeviceStatus,
+    reach: Reach,
+    generation: Option<i64>,
+    now: Timestamp,
+    interval: Duration,
+) -> (CiscoDeviceStatus, Option<Duration>) {
+    let not_ready = interval.min(RETRY_NOT_READY);
+    match reach {
+        Reach::Disabled => (
+            not_configured(
+                previous,
+                DeviceReason::Client(client_reason(&ClientError::Disabled)),
+                ClientError::Disabled.to_string(),
+                DevicePhase::Pending,
+                generation,
+                now,
+            ),
+            None,
+        ),
+        Reach::Unconfigured(e) => {
+            let retry = e.is_transient().then_some(not_ready);
+            (config_error(previous, &e, generation, now), retry)
+        }
+        Reach::NoClient(e) => (
+            not_configured(
+                previous,
+                DeviceReason::Client(client_reason(&e)),
+                e.to_string(),
+                DevicePhase::Error,
+                generation,
+                now,
+            ),
+            Some(not_ready),
+        ),
+        Reach::Probed(probed, at) => {
+            let (p, services) = *probed;
+            let s = observe(previous, &p, &services, generation, at);
+            let next = if s.phase == Some(DevicePhase::Ready) {
+                interval
+            } else {
+                not_ready
+            };
+            (s, Some(next))
+        }
+    }
+}
+
 async fn probe(client: &client::DeviceClient) -> Probe {
     Probe {
         endpoint: client.endpoint().to_string(),
@@ -306,54 +374,27 @@ pub async fn reconcile(dev: Arc<CiscoDevice>, ctx: Arc<Context>) -> Result<Actio
 
     let previous = fresh.status.clone().unwrap_or_default();
     let now = Timestamp::now();
-    let interval = ctx.settings.probe_interval;
-    let (status, next) = if ctx.settings.gnoi.disabled {
-        let s = not_configured(
-            &previous,
-            DeviceReason::Client(client_reason(&ClientError::Disabled)),
-            ClientError::Disabled.to_string(),
-            DevicePhase::Pending,
-            generation,
-            now,
-        );
-        (s, None)
+    let reached = if ctx.settings.gnoi.disabled {
+        Reach::Disabled
     } else {
         match resolve_target(&ctx.client, &ns, &name, &fresh.spec, &ctx.settings.gnoi).await {
-            Err(e) => {
-                let retry = e.is_transient().then_some(interval.min(RETRY_NOT_READY));
-                (config_error(&previous, &e, generation, now), retry)
-            }
+            Err(e) => Reach::Unconfigured(e),
             Ok(target) => match ctx.pool.get_or_create(&target) {
-                Err(e) => {
-                    let s = not_configured(
-                        &previous,
-                        DeviceReason::Client(client_reason(&e)),
-                        e.to_string(),
-                        DevicePhase::Error,
-                        generation,
-                        now,
-                    );
-                    (s, Some(interval.min(RETRY_NOT_READY)))
-                }
+                Err(e) => Reach::NoClient(e),
                 Ok(client) => {
                     let p = probe(&client).await;
-                    let s = observe(
-                        &previous,
-                        &p,
-                        &client.capabilities(),
-                        generation,
-                        Timestamp::now(),
-                    );
-                    let next = if s.phase == Some(DevicePhase::Ready) {
-                        interval
-                    } else {
-                        interval.min(RETRY_NOT_READY)
-                    };
-                    (s, Some(next))
+                    Reach::Probed(Box::new((p, client.capabilities())), Timestamp::now())
                 }
             },
         }
     };
+    let (status, next) = decide(
+        &previous,
+        reached,
+        generation,
+        now,
+        ctx.settings.probe_interval,
+    );
 
     if status != previous && write_status(&api, &fresh, status.clone()).await?.is_none() {
         // Written by someone else since it was read: probe again on the
@@ -453,6 +494,101 @@ mod tests {
                 observed_at: (system != Support::Unknown).then(SystemTime::now),
             })
             .collect()
+    }
+
+    #[test]
+    fn a_device_is_judged_by_how_far_the_reconcile_got() {
+        let probe = |time, verify, gnmi| {
+            Reach::Probed(
+                Box::new((
+                    Probe {
+                        endpoint: "http://127.0.0.1:50052".into(),
+                        time,
+                        verify,
+                        gnmi,
+                    },
+                    snapshot(Support::Unknown),
+                )),
+                now(),
+            )
+        };
+        let refused = || ClientError::Unauthenticated {
+            code: Code::Unauthenticated,
+            message: "bad password".into(),
+        };
+        let rpc = || ClientError::Rpc {
+            service: client::GnoiService::System,
+            method: "Time",
+            code: Code::Internal,
+            message: "boom".into(),
+        };
+        let ok_time = || Ok(DeviceTime { unix_nanos: 1 });
+        let interval = Duration::from_secs(60);
+        let secs = |s| Some(Duration::from_secs(s));
+        // (how far it got, phase, Ready reason, next probe)
+        let table: Vec<(Reach, DevicePhase, &str, Option<Duration>)> = vec![
+            (Reach::Disabled, DevicePhase::Pending, "GNOIDisabled", None),
+            (
+                Reach::Unconfigured(TargetError::SecretNotFound {
+                    name: "creds".into(),
+                    purpose: "credentials",
+                }),
+                DevicePhase::Error,
+                "SecretNotFound",
+                secs(15),
+            ),
+            (
+                Reach::Unconfigured(TargetError::InsecureRefused),
+                DevicePhase::Error,
+                "InsecureTransportRefused",
+                None,
+            ),
+            (
+                Reach::NoClient(ClientError::Tls("no CA".into())),
+                DevicePhase::Error,
+                "TLSError",
+                secs(15),
+            ),
+            (
+                probe(ok_time(), verify("17.18.01"), gnmi()),
+                DevicePhase::Ready,
+                "Answered",
+                secs(60),
+            ),
+            // Any answer, even an error, proves the device is there.
+            (
+                probe(Err(rpc()), Err(down()), Err(down())),
+                DevicePhase::Ready,
+                "Answered",
+                secs(60),
+            ),
+            (
+                probe(Err(down()), Err(down()), Err(down())),
+                DevicePhase::Unreachable,
+                "Unavailable",
+                secs(15),
+            ),
+            (
+                probe(Err(refused()), Err(refused()), gnmi()),
+                DevicePhase::Error,
+                "Unauthenticated",
+                secs(15),
+            ),
+        ];
+        for (reach, phase, reason, next) in table {
+            let what = format!("{reach:?}");
+            let (s, got_next) = decide(
+                &CiscoDeviceStatus::default(),
+                reach,
+                Some(1),
+                now(),
+                interval,
+            );
+            assert_eq!(s.phase, Some(phase), "{what}");
+            let ready = s.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+            assert_eq!(ready.reason, reason, "{what}");
+            assert_eq!(got_next, next, "{what}");
+        }
     }
 
     #[test]

@@ -1739,7 +1739,8 @@ mod tests {
             gnoi_disabled: true,
         };
         // (operation, policy, Ok(commands) or the reason)
-        let table: Vec<(Operation, Policy, Result<Vec<&str>, &str>)> = vec![
+        type Admitted<'a> = Result<Vec<&'a str>, &'a str>;
+        let table: Vec<(Operation, Policy, Admitted)> = vec![
             (
                 of(OperationKind::ShowCommand, &["show version"]),
                 closed,
