@@ -10,6 +10,7 @@ pub mod lease;
 pub mod pause;
 pub mod reason;
 pub mod reconcile;
+pub mod rollout;
 pub mod source;
 pub mod telemetry;
 pub mod upgrade;

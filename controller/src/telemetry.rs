@@ -102,6 +102,19 @@ pub struct ControllerMetrics {
     pub action_transitions: Family<ActionTransitionLabels, Counter>,
     /// IOSXESoftwareUpgrade transitions and transfers.
     pub upgrades: UpgradeMetrics,
+    /// IOSXESoftwareRollout phase transitions.
+    pub rollout_transitions: Family<RolloutTransitionLabels, Counter>,
+}
+
+/// Labels of `cisco_vk_iosxe_software_rollout_transitions_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RolloutTransitionLabels {
+    /// Phase left.
+    pub from: String,
+    /// Phase entered.
+    pub to: String,
+    /// Reason of the transition.
+    pub reason: String,
 }
 
 impl Default for ControllerMetrics {
@@ -112,6 +125,7 @@ impl Default for ControllerMetrics {
             operations: Family::default(),
             action_transitions: Family::default(),
             upgrades: UpgradeMetrics::default(),
+            rollout_transitions: Family::default(),
         }
     }
 }
@@ -233,6 +247,22 @@ impl ControllerMetrics {
             self.action_transitions.clone(),
         );
         self.upgrades.register(registry);
+        registry.register(
+            "cisco_vk_iosxe_software_rollout_transitions",
+            "IOSXESoftwareRollout phase transitions",
+            self.rollout_transitions.clone(),
+        );
+    }
+
+    /// Counts a rollout phase transition.
+    pub fn rollout_transition(&self, from: &str, to: &str, reason: &str) {
+        self.rollout_transitions
+            .get_or_create(&RolloutTransitionLabels {
+                from: from.to_owned(),
+                to: to.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts one finished reconcile and observes how long it took.

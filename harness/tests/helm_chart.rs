@@ -194,6 +194,7 @@ async fn defaults_render_a_central_controller_with_every_gate_off() {
         "cvk-operations-user",
         "cvk-software-upgrade-operator",
         "cvk-write-class-operator",
+        "cvk-software-rollout-operator",
     ] {
         assert_eq!(
             rules(find(&rendered, "ClusterRole", role)),

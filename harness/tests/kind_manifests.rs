@@ -535,6 +535,10 @@ async fn people_roles_are_split_by_trust_level() {
         "maintenance-operator@example.net",
         &["system:authenticated"][..],
     );
+    let campaigner = (
+        "rollout-operator@example.net",
+        &["system:authenticated"][..],
+    );
     let table: &[(Who, &str, &str, bool)] = &[
         // Read-only users: DeviceOperation only.
         (engineer, "create", "deviceoperations", true),
@@ -559,6 +563,17 @@ async fn people_roles_are_split_by_trust_level() {
         (maintainer, "delete", "iosxeoperationalactions", true),
         (maintainer, "create", "iosxesoftwareupgrades", false),
         (maintainer, "create", "deviceoperations", false),
+        // Fleet campaigns: the rollout (patch for control and approval) and
+        // reading its children, never creating an upgrade directly.
+        (campaigner, "create", "iosxesoftwarerollouts", true),
+        (campaigner, "patch", "iosxesoftwarerollouts", true),
+        (campaigner, "watch", "iosxesoftwarerollouts", true),
+        (campaigner, "get", "iosxesoftwareupgrades", true),
+        (campaigner, "create", "iosxesoftwareupgrades", false),
+        (campaigner, "delete", "iosxesoftwareupgrades", false),
+        (campaigner, "update", "iosxesoftwarerollouts/status", false),
+        (upgrader, "create", "iosxesoftwarerollouts", false),
+        (engineer, "get", "iosxesoftwarerollouts", false),
     ];
     let mut wrong = Vec::new();
     for ((user, groups), verb, resource, want) in table {
@@ -598,7 +613,12 @@ async fn people_roles_are_split_by_trust_level() {
         ("patch", "ciscodevices/status", false),
         ("get", "secrets", true),
         ("list", "secrets", false),
-        ("create", "iosxesoftwareupgrades", false),
+        // A rollout's children are created and deleted by the controller.
+        ("create", "iosxesoftwareupgrades", true),
+        ("delete", "iosxesoftwareupgrades", true),
+        ("update", "iosxesoftwarerollouts/status", true),
+        ("create", "iosxesoftwarerollouts", false),
+        ("patch", "iosxesoftwarerollouts", false),
         ("create", "deviceoperations", false),
         ("update", "ciscodevices", false),
     ] {

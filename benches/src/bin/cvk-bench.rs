@@ -50,6 +50,10 @@ enum Cmd {
     /// `cvk-controller run` upgrading N simulated devices against a local
     /// control plane: wall time, controller peak memory, simulator memory.
     Upgrade(UpgradeArgs),
+    /// The same fleet upgraded by one IOSXESoftwareRollout, and (in the same
+    /// run) as N separate IOSXESoftwareUpgrades: wall time, controller peak
+    /// RSS, API requests per second, largest rollout status.
+    Rollout(RolloutArgs),
     /// The device CLI client over SSH: a 10-command ShowCommand and a large
     /// capture dump, vs one command's round trip.
     Cli(CliArgs),
@@ -106,6 +110,19 @@ struct UpgradeArgs {
     /// Longest the upgrades may take, in seconds.
     #[arg(long, default_value_t = 900)]
     timeout_secs: u64,
+}
+
+#[derive(Args, Clone)]
+struct RolloutArgs {
+    #[command(flatten)]
+    fleet: UpgradeArgs,
+    /// The campaign's budgets.maxUnavailable and maxConcurrentTransfers
+    /// (waves of this size).
+    #[arg(long, default_value_t = 100)]
+    max_unavailable: u32,
+    /// Only the rollout, not the separate-upgrades baseline.
+    #[arg(long)]
+    no_baseline: bool,
 }
 
 #[derive(Args, Clone)]
@@ -176,7 +193,10 @@ fn main() -> anyhow::Result<()> {
             Cmd::File(a) => summary["file"] = file(a).await?,
             Cmd::Latency(a) => summary["latency"] = latency(a).await?,
             Cmd::Fetch(a) => summary["fetch"] = fetch::run(a).await?,
-            Cmd::Upgrade(a) => summary["upgrade"] = upgrade::run(a).await?,
+            Cmd::Upgrade(a) => {
+                summary["upgrade"] = upgrade::run(a, upgrade::Mode::Upgrades).await?
+            }
+            Cmd::Rollout(a) => summary["rollout"] = upgrade::compare_rollout(a).await?,
             Cmd::Cli(a) => summary["cli"] = cli::run(a).await?,
             Cmd::All => {
                 summary["install"] = install(&defaults::<InstallArgs>()).await?;

@@ -6,6 +6,7 @@
 //! | DeviceOperation | `ops.cisco.vk/v1alpha1` | `devop` | [`operation`] |
 //! | IOSXEOperationalAction | `ops.cisco.vk/v1alpha1` | `xeop` | [`action`] |
 //! | IOSXESoftwareUpgrade | `ops.cisco.vk/v1alpha1` | `xeupgrade` | [`upgrade`] |
+//! | IOSXESoftwareRollout | `ops.cisco.vk/v1alpha1` | `xerollout` | [`rollout`] |
 //!
 //! The Rust types are the source of truth: every `///` doc becomes the
 //! schema description that `kubectl explain` shows, defaults are OpenAPI
@@ -23,6 +24,7 @@ pub mod action;
 pub mod common;
 pub mod device;
 pub mod operation;
+pub mod rollout;
 pub mod upgrade;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -34,6 +36,7 @@ pub use action::{
 pub use common::{DeviceRef, LocalObjectRef};
 pub use device::{CiscoDevice, CiscoDeviceSpec, CiscoDeviceStatus};
 pub use operation::{DeviceOperation, DeviceOperationSpec, DeviceOperationStatus};
+pub use rollout::{IOSXESoftwareRollout, IOSXESoftwareRolloutSpec, IOSXESoftwareRolloutStatus};
 pub use upgrade::{IOSXESoftwareUpgrade, IOSXESoftwareUpgradeSpec, IOSXESoftwareUpgradeStatus};
 
 /// First line of every generated CRD file.
@@ -46,6 +49,7 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         DeviceOperation::crd(),
         IOSXEOperationalAction::crd(),
         IOSXESoftwareUpgrade::crd(),
+        IOSXESoftwareRollout::crd(),
     ]
 }
 

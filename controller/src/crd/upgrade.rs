@@ -47,6 +47,36 @@ pub const TARGET_VERSION_PATTERN: &str = r"^[0-9]+(\.[0-9]+)+([a-z])?$";
 /// can fetch from.
 pub const URL_SCHEME_PATTERN: &str = "^(https?|tftp|ftp|scp|sftp)://";
 
+/// CEL rule shared with the rollout's source and window (messages differ
+/// by path).
+pub const SOURCE_EXACTLY_ONE_RULE: &str = "(has(self.url) ? 1 : 0) + (has(self.configMapRef) ? 1 : 0) + (has(self.localPath) ? 1 : 0) + (has(self.preinstalled) ? 1 : 0) == 1";
+
+/// CEL rule shared with the rollout's source and window (messages differ
+/// by path).
+pub const URL_NEEDS_SHA256_RULE: &str = "!has(self.url) || has(self.sha256)";
+
+/// CEL rule shared with the rollout's source and window (messages differ
+/// by path).
+pub const SHA256_NEEDS_URL_RULE: &str = "!has(self.sha256) || has(self.url)";
+
+/// CEL rule shared with the rollout's source and window (messages differ
+/// by path).
+pub const URL_SECRET_SCHEME_RULE: &str =
+    "!has(self.urlSecretRef) || (has(self.url) && self.url.matches('^(ftp|scp|sftp)://'))";
+
+/// CEL rule shared with the rollout's source and window (messages differ
+/// by path).
+pub const LOCAL_SHA256_NEEDS_PATH_RULE: &str = "!has(self.localPathSHA256) || has(self.localPath)";
+
+/// CEL rule shared with the rollout's source and window (messages differ
+/// by path).
+pub const URL_NO_USERINFO_RULE: &str = "!self.matches('^[a-z]+://[^/?#]*@')";
+
+/// CEL rule shared with the rollout's source and window (messages differ
+/// by path).
+pub const WINDOW_ORDER_RULE: &str =
+    "!has(self.notBefore) || !has(self.notAfter) || self.notBefore <= self.notAfter";
+
 /// Default of `rebootTimeoutSeconds`, also used when it is 0.
 pub const DEFAULT_REBOOT_TIMEOUT_SECONDS: i32 = 1800;
 
@@ -186,15 +216,15 @@ impl IOSXESoftwareUpgradeSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = Rule::new("(has(self.url) ? 1 : 0) + (has(self.configMapRef) ? 1 : 0) + (has(self.localPath) ? 1 : 0) + (has(self.preinstalled) ? 1 : 0) == 1")
+    validation = Rule::new(SOURCE_EXACTLY_ONE_RULE)
         .message("spec.imageSource must set exactly one of url, configMapRef, localPath, preinstalled"),
-    validation = Rule::new("!has(self.url) || has(self.sha256)")
+    validation = Rule::new(URL_NEEDS_SHA256_RULE)
         .message("spec.imageSource.sha256 is required with spec.imageSource.url"),
-    validation = Rule::new("!has(self.sha256) || has(self.url)")
+    validation = Rule::new(SHA256_NEEDS_URL_RULE)
         .message("spec.imageSource.sha256 is only valid with spec.imageSource.url (use localPathSHA256 with localPath)"),
-    validation = Rule::new("!has(self.urlSecretRef) || (has(self.url) && self.url.matches('^(ftp|scp|sftp)://'))")
+    validation = Rule::new(URL_SECRET_SCHEME_RULE)
         .message("spec.imageSource.urlSecretRef is only valid with an ftp://, scp:// or sftp:// spec.imageSource.url"),
-    validation = Rule::new("!has(self.localPathSHA256) || has(self.localPath)")
+    validation = Rule::new(LOCAL_SHA256_NEEDS_PATH_RULE)
         .message("spec.imageSource.localPathSHA256 is only valid with spec.imageSource.localPath")
 )]
 pub struct ImageSource {
@@ -204,7 +234,7 @@ pub struct ImageSource {
     /// urlSecretRef.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 2048), pattern(URL_SCHEME_PATTERN))]
-    #[x_kube(validation = Rule::new("!self.matches('^[a-z]+://[^/?#]*@')")
+    #[x_kube(validation = Rule::new(URL_NO_USERINFO_RULE)
         .message("spec.imageSource.url must not contain user info (user:password@); put credentials in the Secret named by spec.imageSource.urlSecretRef"))]
     pub url: Option<String>,
 
@@ -403,7 +433,7 @@ pub enum ResumePolicy {
 /// When device mutations may start.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!has(self.notBefore) || !has(self.notAfter) || self.notBefore <= self.notAfter")
+#[x_kube(validation = Rule::new(WINDOW_ORDER_RULE)
     .message("spec.maintenanceWindow.notBefore must not be after spec.maintenanceWindow.notAfter"))]
 pub struct MaintenanceWindow {
     /// Earliest start of device mutations (RFC 3339, e.g.

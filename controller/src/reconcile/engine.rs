@@ -43,7 +43,8 @@ use super::{Context, MANAGER, ReconcileError};
 use crate::client::{ClientError, DeviceClient};
 use crate::crd::{
     CiscoDevice, CiscoDeviceStatus, DeviceOperation, DeviceOperationStatus, IOSXEOperationalAction,
-    IOSXEOperationalActionStatus, IOSXESoftwareUpgrade, IOSXESoftwareUpgradeStatus,
+    IOSXEOperationalActionStatus, IOSXESoftwareRollout, IOSXESoftwareRolloutStatus,
+    IOSXESoftwareUpgrade, IOSXESoftwareUpgradeStatus,
 };
 use crate::lease::{DeviceLocks, LeaseHolder};
 
@@ -78,6 +79,7 @@ has_status! {
     DeviceOperation => DeviceOperationStatus,
     IOSXEOperationalAction => IOSXEOperationalActionStatus,
     IOSXESoftwareUpgrade => IOSXESoftwareUpgradeStatus,
+    IOSXESoftwareRollout => IOSXESoftwareRolloutStatus,
 }
 
 // ---- status and finalizer writes ----------------------------------------

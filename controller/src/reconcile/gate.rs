@@ -2,7 +2,8 @@
 //!
 //! IOSXEOperationalAction needs `--enable-write-class-gnoi`
 //! (`CISCO_VK_ENABLE_WRITE_CLASS_GNOI`), IOSXESoftwareUpgrade needs
-//! `--enable-iosxesoftwareupgrade` (`CISCO_VK_ENABLE_IOSXE_SOFTWARE_UPGRADE`).
+//! `--enable-iosxesoftwareupgrade` (`CISCO_VK_ENABLE_IOSXE_SOFTWARE_UPGRADE`),
+//! and so does IOSXESoftwareRollout.
 //! While the gate is off the object is still watched, but nothing reaches
 //! the device: this reconciler has no device client at all. It writes, once,
 //! phase Pending with the gate's reason and a message naming the flag, the
@@ -27,7 +28,7 @@ use super::{Context, ReconcileError, ns_name};
 use crate::conditions::{self, DesiredCondition};
 use crate::config::Gate;
 use crate::crd::common::ConditionStatus;
-use crate::crd::{IOSXEOperationalAction, IOSXESoftwareUpgrade};
+use crate::crd::{IOSXEOperationalAction, IOSXESoftwareRollout, IOSXESoftwareUpgrade};
 
 /// What the gate reconciler needs to know about an object's status.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -55,16 +56,17 @@ pub trait GatedKind:
 {
     /// The gate that must be on.
     const GATE: Gate;
-    /// spec.deviceRef.name.
-    fn device_name(&self) -> &str;
+    /// spec.deviceRef.name; `None` for a fleet kind (served only by a
+    /// controller that is not scoped to one device).
+    fn device_name(&self) -> Option<&str>;
     /// The status fields the decision reads.
     fn gate_view(&self) -> GateView;
 }
 
 impl GatedKind for IOSXEOperationalAction {
     const GATE: Gate = Gate::WriteClass;
-    fn device_name(&self) -> &str {
-        &self.spec.device_ref.name
+    fn device_name(&self) -> Option<&str> {
+        Some(&self.spec.device_ref.name)
     }
     fn gate_view(&self) -> GateView {
         let s = self.status.clone().unwrap_or_default();
@@ -79,8 +81,24 @@ impl GatedKind for IOSXEOperationalAction {
 
 impl GatedKind for IOSXESoftwareUpgrade {
     const GATE: Gate = Gate::SoftwareUpgrade;
-    fn device_name(&self) -> &str {
-        &self.spec.device_ref.name
+    fn device_name(&self) -> Option<&str> {
+        Some(&self.spec.device_ref.name)
+    }
+    fn gate_view(&self) -> GateView {
+        let s = self.status.clone().unwrap_or_default();
+        GateView {
+            terminal: s.phase.is_some_and(|p| p.is_terminal()),
+            reason: s.reason,
+            observed_generation: s.observed_generation,
+            conditions: s.conditions,
+        }
+    }
+}
+
+impl GatedKind for IOSXESoftwareRollout {
+    const GATE: Gate = Gate::SoftwareUpgrade;
+    fn device_name(&self) -> Option<&str> {
+        None
     }
     fn gate_view(&self) -> GateView {
         let s = self.status.clone().unwrap_or_default();
@@ -192,12 +210,17 @@ pub async fn reconcile<K: GatedKind>(
     };
     let view = fresh.gate_view();
     let generation = fresh.meta().generation;
-    let in_scope = ctx.settings.scope.serves_device(fresh.device_name());
+    let scope = &ctx.settings.scope;
+    let in_scope = fresh
+        .device_name()
+        .map_or(scope.device.is_none(), |d| scope.serves_device(d));
     let decision = step(K::GATE, &view, generation, in_scope);
     if decision != GateStep::Report {
         return Ok(Action::await_change());
     }
-    engine::record_device(fresh.device_name());
+    if let Some(device) = fresh.device_name() {
+        engine::record_device(device);
+    }
     let report = gate_status(K::GATE, &view, generation, Timestamp::now());
     if write_status(&api, &fresh, overlay(&fresh, &report)?)
         .await?

@@ -7,7 +7,8 @@
 //!         ├─ DeviceOperation      operation::reconcile  observe -> step -> execute -> status
 //!         ├─ IOSXEOperationalAction  action::reconcile  (write-class gate on; at most once)
 //!         │                          gate::reconcile    (while the write-class gate is off)
-//!         └─ IOSXESoftwareUpgrade    upgrade::reconcile (gate on) / gate::reconcile (gate off)
+//!         ├─ IOSXESoftwareUpgrade    upgrade::reconcile (gate on) / gate::reconcile (gate off)
+//!         └─ IOSXESoftwareRollout    rollout::reconcile (gate on; not with --device) / gate::reconcile
 //!  shared: Context { kube client, ClientPool (capability cache), Recorder, metrics }
 //! ```
 //!
@@ -32,6 +33,7 @@ pub mod engine;
 pub mod gate;
 pub mod operation;
 pub mod redact;
+pub mod rollout;
 pub mod target;
 pub mod upgrade;
 
@@ -42,10 +44,10 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use prometheus_client::registry::Registry;
 use serde::de::DeserializeOwned;
@@ -54,11 +56,19 @@ use tokio_util::sync::CancellationToken;
 use crate::client::cli::{CliMetrics, CliPool, CliSettings};
 use crate::client::{ClientMetrics, ClientPool, GnoiSettings};
 use crate::config::{Gate, Gates, RunArgs};
-use crate::crd::{CiscoDevice, DeviceOperation, IOSXEOperationalAction, IOSXESoftwareUpgrade};
+use crate::crd::rollout::ROLLOUT_UID_LABEL;
+use crate::crd::{
+    CiscoDevice, DeviceOperation, IOSXEOperationalAction, IOSXESoftwareRollout,
+    IOSXESoftwareUpgrade,
+};
 use crate::telemetry::{ControllerMetrics, Readiness};
 
 /// Field manager of every status write, and the Event reporter.
 pub const MANAGER: &str = "cvk-controller";
+
+/// How long the rollout controller gathers triggers (child and device
+/// changes) before it decides again: a fleet's probes arrive all the time.
+pub const ROLLOUT_DEBOUNCE: Duration = Duration::from_millis(500);
 
 /// Default of [`ControllerSettings::shutdown_grace`].
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -532,7 +542,90 @@ pub async fn run_fenced(ctx: Arc<Context>, shutdown: CancellationToken, abort: C
             .await;
         }
     };
-    futures::join!(devices, operations, actions, upgrades);
+    let rollouts = async {
+        // A fleet kind: a controller scoped to one device does not run it.
+        if scope.device.is_some() {
+            return;
+        }
+        if !gates.is_enabled(Gate::SoftwareUpgrade) {
+            drive(
+                Controller::new(
+                    api_for::<IOSXESoftwareRollout>(&client, &scope),
+                    watcher::Config::default(),
+                ),
+                gate::reconcile::<IOSXESoftwareRollout>,
+                ctx.clone(),
+                shutdown.clone(),
+                abort.clone(),
+            )
+            .await;
+            return;
+        }
+        // The children and devices a decision reads come from these caches,
+        // not from a list per reconcile.
+        let children_cfg = watcher::Config::default().labels(ROLLOUT_UID_LABEL);
+        let (children, children_writer) = reflector::store::<IOSXESoftwareUpgrade>();
+        let (devices, devices_writer) = reflector::store::<CiscoDevice>();
+        let feeds = futures::future::join(
+            watcher(
+                api_for::<IOSXESoftwareUpgrade>(&client, &scope),
+                children_cfg.clone(),
+            )
+            .default_backoff()
+            .reflect(children_writer)
+            .for_each(|_| futures::future::ready(())),
+            watcher(
+                api_for::<CiscoDevice>(&client, &scope),
+                watcher::Config::default(),
+            )
+            .default_backoff()
+            .reflect(devices_writer)
+            .for_each(|_| futures::future::ready(())),
+        );
+        let caches = Arc::new(rollout::Caches::new(children, devices));
+        let controller = Controller::new(
+            api_for::<IOSXESoftwareRollout>(&client, &scope),
+            watcher::Config::default(),
+        )
+        .with_config(controller::Config::default().debounce(ROLLOUT_DEBOUNCE));
+        let store = controller.store();
+        let controller = controller
+            .owns(
+                api_for::<IOSXESoftwareUpgrade>(&client, &scope),
+                children_cfg,
+            )
+            .watches(
+                api_for::<CiscoDevice>(&client, &scope),
+                watcher::Config::default(),
+                move |dev: CiscoDevice| {
+                    let ns = dev.namespace();
+                    store
+                        .state()
+                        .into_iter()
+                        .filter(|r| r.namespace() == ns)
+                        .filter(|r| {
+                            !r.status
+                                .as_ref()
+                                .and_then(|s| s.phase)
+                                .is_some_and(|p| p.is_terminal())
+                        })
+                        .map(|r| ObjectRef::from_obj(r.as_ref()))
+                        .collect::<Vec<_>>()
+                },
+            );
+        let run = drive(
+            controller,
+            move |obj, ctx| rollout::reconcile(obj, ctx, caches.clone()),
+            ctx.clone(),
+            shutdown.clone(),
+            abort.clone(),
+        );
+        tokio::select! {
+            () = run => {}
+            _ = feeds => {}
+        }
+    };
+    futures::join!(devices, operations, actions, upgrades, rollouts);
     // Transfers run in tasks of their own; none outlives the controllers, so
     // a replica that took over finds no second sender on the device.
     ctx.upgrades.cancel_all();

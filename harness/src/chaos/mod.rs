@@ -374,6 +374,7 @@ async fn setup(
             known_hosts: None,
             ssh_trust: Default::default(),
             enable_secret: None,
+            labels: Default::default(),
         };
         create_device(&client, &ns, &device).await?;
     }

@@ -122,6 +122,9 @@ pub struct DeviceSpec {
     /// `enableSecret` (sim only; on hardware the inventory's).
     #[serde(default)]
     pub enable_secret: Option<String>,
+    /// Labels of the CiscoDevice (rollout selectors and topology domains).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// Host-key trust the runner gives a CiscoDevice's SSH CLI.
@@ -201,8 +204,13 @@ pub struct TimelineStep {
     /// When an object reaches a phase.
     #[serde(default)]
     pub when: Option<PhaseTrigger>,
-    /// Which device.
+    /// Which device (every step but killController).
+    #[serde(default)]
     pub device: String,
+    /// SIGKILL the controller now and start it again (a crash and the
+    /// kubelet's restart): what was persisted must carry the work on.
+    #[serde(default)]
+    pub kill_controller: bool,
     /// The fault, in the simulator's format (sim only).
     #[serde(default)]
     pub inject: Option<serde_json::Value>,
@@ -241,6 +249,7 @@ impl TimelineStep {
             + usize::from(self.clear_faults)
             + usize::from(self.reboot.is_some())
             + usize::from(self.state.is_some())
+            + usize::from(self.kill_controller)
     }
 }
 
@@ -280,6 +289,24 @@ pub struct Expectation {
     /// output), read once the objects have settled.
     #[serde(default)]
     pub config_map: Option<ConfigMapExpectation>,
+    /// How many of some devices were unavailable at once (sim only).
+    #[serde(default)]
+    pub unavailable: Option<UnavailableExpectation>,
+}
+
+/// At most `max` of `devices` unavailable at any instant, read from the
+/// simulator journals: a device is unavailable from the arrival of an
+/// OS.Activate (the upgrade reboots it) to the arrival of the next call it
+/// journaled (it answered again), or to the end of the run. `min` asks that
+/// the most at once was at least that many (the budget was used, not just
+/// respected).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct UnavailableExpectation {
+    pub devices: Vec<String>,
+    pub max: usize,
+    #[serde(default)]
+    pub min: Option<usize>,
 }
 
 /// What a ConfigMap must hold.
@@ -490,7 +517,7 @@ pub fn parse(path: &Path, text: &str) -> Result<LoadedScenario, ScenarioError> {
         }
         if t.action_count() != 1 {
             return Err(fail(format!(
-                "timeline[{i}]: give exactly one of inject, clearFaults, reboot or state"
+                "timeline[{i}]: give exactly one of inject, clearFaults, reboot, state or killController"
             )));
         }
         if t.reboot.as_ref().and_then(|r| r.ms) == Some(0) {
@@ -498,7 +525,15 @@ pub fn parse(path: &Path, text: &str) -> Result<LoadedScenario, ScenarioError> {
                 "timeline[{i}].reboot.ms: an outage lasts at least 1 ms"
             )));
         }
-        known_device(&t.device, &format!("timeline[{i}].device")).map_err(fail)?;
+        if t.kill_controller {
+            if !t.device.is_empty() {
+                return Err(fail(format!(
+                    "timeline[{i}].device: killController acts on the controller, not a device"
+                )));
+            }
+        } else {
+            known_device(&t.device, &format!("timeline[{i}].device")).map_err(fail)?;
+        }
         if let Some(w) = &t.when {
             check_object_ref(&w.object)
                 .map_err(|m| fail(format!("timeline[{i}].when.object: {m}")))?;
@@ -510,24 +545,40 @@ pub fn parse(path: &Path, text: &str) -> Result<LoadedScenario, ScenarioError> {
         ));
     }
     for (i, e) in scenario.expect.iter().enumerate() {
-        match (&e.object, &e.journal, &e.config_map) {
-            (Some(o), None, None) => {
+        match (&e.object, &e.journal, &e.config_map, &e.unavailable) {
+            (Some(o), None, None, None) => {
                 check_object_ref(o).map_err(|m| fail(format!("expect[{i}].object: {m}")))?
             }
-            (None, None, Some(c)) => {
+            (None, None, Some(c), None) => {
                 if c.name.trim().is_empty() {
                     return Err(fail(format!("expect[{i}].configMap.name: is empty")));
                 }
             }
-            (None, Some(j), None) => {
+            (None, Some(j), None, None) => {
                 known_device(&j.device, &format!("expect[{i}].journal.device")).map_err(fail)?;
                 if j.count.is_none() && j.min.is_none() && j.max.is_none() {
                     return Err(fail(format!("expect[{i}].journal: give count, min or max")));
                 }
             }
+            (None, None, None, Some(u)) => {
+                if u.devices.len() < 2 {
+                    return Err(fail(format!(
+                        "expect[{i}].unavailable.devices: name at least two devices"
+                    )));
+                }
+                for (k, d) in u.devices.iter().enumerate() {
+                    known_device(d, &format!("expect[{i}].unavailable.devices[{k}]"))
+                        .map_err(fail)?;
+                }
+                if u.max == 0 || u.min.is_some_and(|m| m > u.max) {
+                    return Err(fail(format!(
+                        "expect[{i}].unavailable: max must be at least 1 and min at most max"
+                    )));
+                }
+            }
             _ => {
                 return Err(fail(format!(
-                    "expect[{i}]: give exactly one of object, journal or configMap"
+                    "expect[{i}]: give exactly one of object, journal, configMap or unavailable"
                 )));
             }
         }
@@ -727,7 +778,7 @@ expect:
         let e = parse(Path::new("c.yaml"), &bad).unwrap_err();
         assert!(
             e.message
-                .contains("give exactly one of object, journal or configMap"),
+                .contains("give exactly one of object, journal, configMap or unavailable"),
             "{e}"
         );
     }

@@ -16,7 +16,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{DynamicObject, ListParams, Patch, PatchParams, PostParams};
@@ -249,9 +249,22 @@ async fn run_inner(
         }
         let images = serve_images(s, &client, ns.name(), &devices, log_dir, &mut vars).await?;
         let ca_file = images.as_ref().map(|i| i.ca_file.as_path());
-        let mut controller = start_controller(ctx, s, ns.name(), log_dir, ca_file).await?;
-        let checked = drive(s, &client, ns.name(), &devices, &vars, result, &say).await;
-        stop_controller(&mut controller).await;
+        let mut controller = Controller {
+            child: start_controller(ctx, s, ns.name(), log_dir, ca_file).await?,
+            start: Box::new(|| start_controller(ctx, s, ns.name(), log_dir, ca_file).boxed()),
+        };
+        let checked = drive(
+            s,
+            &client,
+            ns.name(),
+            &devices,
+            &vars,
+            &mut controller,
+            result,
+            &say,
+        )
+        .await;
+        stop_controller(&mut controller.child).await;
         checked
     }
     .await;
@@ -360,7 +373,7 @@ pub(crate) async fn create_device(
     let mut device = json!({
         "apiVersion": "cisco.vk/v1alpha1",
         "kind": "CiscoDevice",
-        "metadata": { "name": d.name },
+        "metadata": { "name": d.name, "labels": d.labels },
         "spec": {
             "driver": "XE",
             "address": d.address,
@@ -408,6 +421,25 @@ async fn start_controller(
             ctx.controller.program.display()
         )
     })
+}
+
+/// The controller process of a scenario, and how to start it again.
+struct Controller<'a> {
+    child: Child,
+    start: Box<dyn Fn() -> futures::future::BoxFuture<'a, Result<Child, String>> + 'a>,
+}
+
+impl Controller<'_> {
+    /// SIGKILL, reaped, then a new process with the same command: a crash
+    /// and the restart a kubelet would do.
+    async fn kill_and_restart(&mut self) -> Result<(), String> {
+        self.child
+            .kill()
+            .await
+            .map_err(|e| format!("killing the controller: {e}"))?;
+        self.child = (self.start)().await?;
+        Ok(())
+    }
 }
 
 async fn stop_controller(child: &mut Child) {
@@ -458,6 +490,7 @@ async fn drive(
     ns: &str,
     devices: &[PreparedDevice],
     vars: &Vars,
+    controller: &mut Controller<'_>,
     result: &mut ScenarioResult,
     say: &(dyn Fn(String) + Sync),
 ) -> Result<Vec<String>, String> {
@@ -544,6 +577,16 @@ async fn drive(
         }
         for i in fire {
             let step = &sc.timeline[i];
+            if step.kill_controller {
+                controller
+                    .kill_and_restart()
+                    .await
+                    .map_err(|e| format!("timeline[{i}]: {e}"))?;
+                say(format!(
+                    "timeline[{i}]: controller SIGKILLed and started again"
+                ));
+                continue;
+            }
             let dev = devices
                 .iter()
                 .find(|d| d.name == step.device)
@@ -588,7 +631,9 @@ async fn drive(
             });
         }
         for i in due {
-            apply_resource(client, &resolver, ns, s, i, vars).await?;
+            let objects = observed.clone();
+            let lookup = move |key: &str| status_field(&objects.lock().expect("observed"), key);
+            apply_resource(client, &resolver, ns, s, i, vars, &lookup).await?;
             say(format!("applied resources[{i}]"));
         }
         if pending_resources.is_empty()
@@ -898,6 +943,7 @@ async fn apply_resource(
     s: &LoadedScenario,
     i: usize,
     vars: &Vars,
+    objects: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(), String> {
     let r = &s.scenario.resources[i];
     if let Some(target) = &r.delete {
@@ -921,7 +967,7 @@ async fn apply_resource(
         (None, None) => unreachable!("validated: one of inline, file or delete"),
     };
     let text = vars
-        .render(&text)
+        .render_with(&text, objects)
         .map_err(|e| format!("resources[{i}]: {e}"))?;
     for doc in serde_yaml::Deserializer::from_str(&text) {
         let value: serde_json::Value =
@@ -980,6 +1026,28 @@ async fn apply_resource(
     Ok(())
 }
 
+/// A template key `status.<Kind>/<name>.<path>`: a field of the status of
+/// an object the scenario watches, as last seen (a rollout's
+/// `status.IOSXESoftwareRollout/ro.frozenPlan.hash` for its approval).
+fn status_field(o: &Observed, key: &str) -> Option<String> {
+    let rest = key.strip_prefix("status.")?;
+    let (kind, rest) = rest.split_once('/')?;
+    let (name, path) = rest.split_once('.')?;
+    let obj = o.latest.get(&format!("{kind}/{name}"))?;
+    let mut v = &obj.data["status"];
+    for part in path.split('.') {
+        v = match part.parse::<usize>() {
+            Ok(n) => &v[n],
+            Err(_) => &v[part],
+        };
+    }
+    match v {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
 fn is_subsequence(want: &[String], seen: &[String]) -> bool {
     let mut it = seen.iter();
     want.iter().all(|w| it.any(|s| s == w))
@@ -1026,6 +1094,31 @@ fn check(
                 j.device,
                 j.method,
                 describe_bounds(j.count, j.min, j.max)
+            ));
+        }
+        return;
+    }
+    if let Some(u) = &e.unavailable {
+        let mut journals = Vec::new();
+        for name in &u.devices {
+            let dev = devices
+                .iter()
+                .find(|d| &d.name == name)
+                .expect("validated device");
+            let Some(sim) = &dev.sim else {
+                // Lab switches keep no journal this runner can read.
+                return;
+            };
+            journals.push((name.as_str(), sim.handle.journal()));
+        }
+        let (most, when) = most_unavailable(&journals);
+        if most > u.max || u.min.is_some_and(|m| most < m) {
+            failures.push(format!(
+                "expect[{i}]: at most {most} of {:?} were unavailable at once{} (want {})",
+                u.devices,
+                when.map(|w| format!(" ({})", w.join(", ")))
+                    .unwrap_or_default(),
+                describe_bounds(None, u.min, Some(u.max))
             ));
         }
         return;
@@ -1145,6 +1238,51 @@ fn check(
             ));
         }
     }
+}
+
+/// The most devices unavailable at once, and which they were, from their
+/// journals: a device is unavailable from the arrival of an OS.Activate to
+/// the arrival of the first call it answered OK after it answered (or
+/// dropped) the Activate, or to the end of the journal. A call answered in
+/// the simulator's short grace before the reload would end the span early,
+/// so this can count low, never high.
+fn most_unavailable(
+    journals: &[(&str, Vec<iosxe_sim::JournalEntry>)],
+) -> (usize, Option<Vec<String>>) {
+    let mut edges: Vec<(u64, i32, &str)> = Vec::new();
+    for (name, journal) in journals {
+        for a in journal
+            .iter()
+            .filter(|e| e.method == "/gnoi.os.OS/Activate")
+        {
+            let answered = a.time_ns + a.duration_ms * 1_000_000;
+            let back = journal
+                .iter()
+                .filter(|e| e.time_ns > answered && e.code == "OK")
+                .map(|e| e.time_ns)
+                .min()
+                .unwrap_or(u64::MAX);
+            edges.push((a.time_ns, 1, name));
+            edges.push((back, -1, name));
+        }
+    }
+    // At one instant an end goes before a start.
+    edges.sort_by_key(|&(t, d, _)| (t, d));
+    let mut now: Vec<&str> = Vec::new();
+    let mut most = 0;
+    let mut when = None;
+    for (_, d, name) in edges {
+        if d > 0 {
+            now.push(name);
+            if now.len() > most {
+                most = now.len();
+                when = Some(now.iter().map(|n| n.to_string()).collect());
+            }
+        } else if let Some(k) = now.iter().position(|n| *n == name) {
+            now.remove(k);
+        }
+    }
+    (most, when)
 }
 
 fn describe_bounds(count: Option<usize>, min: Option<usize>, max: Option<usize>) -> String {
@@ -1369,6 +1507,50 @@ async fn stage_image(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn entry(method: &str, at_ms: u64, took_ms: u64, code: &str) -> iosxe_sim::JournalEntry {
+        iosxe_sim::JournalEntry {
+            seq: 0,
+            time_ns: at_ms * 1_000_000,
+            device: String::new(),
+            method: method.into(),
+            fields: Default::default(),
+            code: code.into(),
+            message: String::new(),
+            duration_ms: took_ms,
+        }
+    }
+
+    #[test]
+    fn unavailability_spans_activate_to_the_next_answer() {
+        const ACT: &str = "/gnoi.os.OS/Activate";
+        const VERIFY: &str = "/gnoi.os.OS/Verify";
+        // a: down 100..600; b: down 700..1200 (one at a time).
+        let a = vec![
+            entry(VERIFY, 50, 1, "OK"),
+            entry(ACT, 100, 2, "OK"),
+            entry(VERIFY, 600, 1, "OK"),
+        ];
+        let b = vec![entry(ACT, 700, 2, "OK"), entry(VERIFY, 1200, 1, "OK")];
+        let (most, _) = most_unavailable(&[("a", a.clone()), ("b", b)]);
+        assert_eq!(most, 1);
+        // c: down 500..900 overlaps a.
+        let c = vec![
+            entry(ACT, 500, 2, "OK"),
+            entry(VERIFY, 510, 1, "UNAVAILABLE"),
+            entry(VERIFY, 900, 1, "OK"),
+        ];
+        let (most, when) = most_unavailable(&[("a", a.clone()), ("c", c)]);
+        assert_eq!(most, 2);
+        assert_eq!(when.unwrap(), ["a", "c"]);
+        // A device that never answered again stays down to the end.
+        let d = vec![entry(ACT, 5000, 0, "DROPPED")];
+        let e = vec![entry(ACT, 9000, 2, "OK"), entry(VERIFY, 9100, 1, "OK")];
+        assert_eq!(most_unavailable(&[("d", d), ("e", e)]).0, 2);
+        // Back-to-back: an end at the instant of a start is not an overlap.
+        let f = vec![entry(ACT, 600, 0, "OK"), entry(VERIFY, 700, 1, "OK")];
+        assert_eq!(most_unavailable(&[("a", a), ("f", f)]).0, 1);
+    }
 
     #[test]
     fn subsequence_allows_gaps_but_keeps_order() {

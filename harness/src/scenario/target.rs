@@ -124,6 +124,8 @@ pub struct PreparedDevice {
     pub ssh_trust: SshTrust,
     /// Secret for `enable`.
     pub enable_secret: Option<String>,
+    /// Labels of the CiscoDevice.
+    pub labels: BTreeMap<String, String>,
 }
 
 /// A simulated switch the runner controls.
@@ -275,6 +277,7 @@ async fn prepare_sim(spec: &DeviceSpec) -> Result<PreparedDevice, String> {
         known_hosts,
         ssh_trust: spec.ssh_trust,
         enable_secret: spec.enable_secret.clone(),
+        labels: spec.labels.clone(),
         sim: Some(SimDevice { fleet, handle }),
     })
 }
@@ -331,6 +334,7 @@ fn prepare_hardware(inv: &Inventory, spec: &DeviceSpec) -> Result<PreparedDevice
         known_hosts,
         ssh_trust: spec.ssh_trust,
         enable_secret: env(&dev.enable_secret_env, "enable secret")?,
+        labels: spec.labels.clone(),
     })
 }
 

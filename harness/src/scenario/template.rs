@@ -19,6 +19,16 @@ impl Vars {
 
     /// Substitutes every `{{ key }}` in `text`.
     pub fn render(&self, text: &str) -> Result<String, String> {
+        self.render_with(text, &|_| None)
+    }
+
+    /// [`Vars::render`], with `more` asked for the keys not set here (an
+    /// observed object's status).
+    pub fn render_with(
+        &self,
+        text: &str,
+        more: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<String, String> {
         let mut out = String::with_capacity(text.len());
         let mut rest = text;
         while let Some(start) = rest.find("{{") {
@@ -31,13 +41,14 @@ impl Vars {
                 )
             })?;
             let key = after[..end].trim();
-            let value = self.0.get(key).ok_or_else(|| {
+            let found = self.0.get(key).cloned().or_else(|| more(key));
+            let value = found.ok_or_else(|| {
                 format!(
                     "unknown template key {key:?} (known: {})",
                     self.0.keys().cloned().collect::<Vec<_>>().join(", ")
                 )
             })?;
-            out.push_str(value);
+            out.push_str(&value);
             rest = &after[end + 2..];
         }
         out.push_str(rest);
@@ -66,5 +77,12 @@ mod tests {
         );
         assert!(v.render("a {{ namespace").unwrap_err().contains("unclosed"));
         assert_eq!(v.render("no keys").unwrap(), "no keys");
+        let more = |k: &str| (k == "status.X/a.hash").then(|| "h1".to_owned());
+        assert_eq!(
+            v.render_with("{{ status.X/a.hash }} in {{ namespace }}", &more)
+                .unwrap(),
+            "h1 in ns1"
+        );
+        assert!(v.render_with("{{ status.X/b.hash }}", &more).is_err());
     }
 }

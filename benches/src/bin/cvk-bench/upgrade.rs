@@ -4,6 +4,12 @@
 //! on loopback. Reports the wall time, the controller's peak memory (VmHWM),
 //! the simulator's memory per device and, from the simulator's journal, the
 //! OS.Install throughput against the single-core SHA-256 rate.
+//!
+//! `cvk-bench rollout`: the same fleet upgraded by one IOSXESoftwareRollout
+//! (canary, then waves of `--max-unavailable`), then, in the same run, as N
+//! separate IOSXESoftwareUpgrades; adds the API server's request rate over
+//! the run (its own `apiserver_request_total`, the bench's polling included)
+//! and the largest rollout status seen.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -21,7 +27,75 @@ use kube::core::GroupVersionKind;
 use kube::discovery::ApiResource;
 use serde_json::{Value, json};
 
-use super::{UpgradeArgs, mib_s};
+use super::{RolloutArgs, UpgradeArgs, mib_s};
+
+/// How the fleet is upgraded.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Mode {
+    /// One IOSXESoftwareUpgrade per device, all created at once.
+    Upgrades,
+    /// One IOSXESoftwareRollout: a one-device canary, then waves of
+    /// `max_unavailable` (budgets.maxUnavailable and
+    /// maxConcurrentTransfers), no soak.
+    Rollout { max_unavailable: u32 },
+}
+
+/// `cvk-bench rollout`: the rollout, then the separate upgrades as the
+/// baseline, on fresh fleets and control planes, with the ratios.
+pub(crate) async fn compare_rollout(a: &RolloutArgs) -> anyhow::Result<Value> {
+    let rollout = run(
+        &a.fleet,
+        Mode::Rollout {
+            max_unavailable: a.max_unavailable,
+        },
+    )
+    .await?;
+    if a.no_baseline {
+        return Ok(json!({ "rollout": rollout }));
+    }
+    let baseline = run(&a.fleet, Mode::Upgrades).await?;
+    let ratio = |k: &str| match (rollout[k].as_f64(), baseline[k].as_f64()) {
+        (Some(r), Some(b)) if b > 0.0 => Some((r / b * 100.0).round() / 100.0),
+        _ => None,
+    };
+    println!(
+        "\nRollout vs {} separate upgrades (ratio rollout/baseline):",
+        a.fleet.devices
+    );
+    for k in ["wall_s", "controller_peak_rss_mib", "api_requests_per_s"] {
+        println!(
+            "  {k:<26} rollout {:>8} baseline {:>8} ratio {}",
+            rollout[k],
+            baseline[k],
+            ratio(k).map_or("-".to_owned(), |r| r.to_string())
+        );
+    }
+    println!(
+        "  largest rollout status: {} bytes",
+        rollout["largest_status_bytes"]
+    );
+    Ok(json!({
+        "rollout": rollout,
+        "baseline_upgrades": baseline,
+        "ratio_wall": ratio("wall_s"),
+        "ratio_peak_rss": ratio("controller_peak_rss_mib"),
+        "ratio_api_requests_per_s": ratio("api_requests_per_s"),
+    }))
+}
+
+/// The API server's `apiserver_request_total`, summed over its labels.
+async fn api_requests(client: &kube::Client) -> anyhow::Result<f64> {
+    let req = http::Request::get("/metrics").body(Vec::new())?;
+    let text = client
+        .request_text(req)
+        .await
+        .context("reading the API server's /metrics")?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
+}
 
 const PROFILE: &str = "c9300-17.18";
 const TARGET_IMAGE: &str = "17.18.03.0.4200.1770000000";
@@ -66,7 +140,7 @@ async fn create(api: &Api<DynamicObject>, obj: Value, what: &str) -> anyhow::Res
 }
 
 /// Runs the fleet upgrade.
-pub(crate) async fn run(a: &UpgradeArgs) -> anyhow::Result<Value> {
+pub(crate) async fn run(a: &UpgradeArgs, mode: Mode) -> anyhow::Result<Value> {
     if a.devices == 0 {
         bail!("--devices must be at least 1");
     }
@@ -130,7 +204,7 @@ pub(crate) async fn run(a: &UpgradeArgs) -> anyhow::Result<Value> {
     .context("starting the simulator fleet")?;
     let rss_fleet = proc_kib(&me, "VmRSS").unwrap_or(0);
     println!(
-        "\nFleet upgrade: {} simulated devices, {} MiB image over HTTP, reboot {} ms",
+        "\nFleet upgrade ({mode:?}): {} simulated devices, {} MiB image over HTTP, reboot {} ms",
         a.devices, a.image_mib, a.reboot_ms
     );
 
@@ -148,14 +222,15 @@ pub(crate) async fn run(a: &UpgradeArgs) -> anyhow::Result<Value> {
         .context("creating the credentials Secret")?;
     let devices = api(&client, &nsn, "cisco.vk", "CiscoDevice");
     let upgrades = api(&client, &nsn, "ops.cisco.vk", "IOSXESoftwareUpgrade");
+    let rollouts = api(&client, &nsn, "ops.cisco.vk", "IOSXESoftwareRollout");
     let handles = fleet.devices();
-    for d in &handles {
+    for (i, d) in handles.iter().enumerate() {
         let addr = d.addr();
         create(
             &devices,
             json!({
                 "apiVersion": "cisco.vk/v1alpha1", "kind": "CiscoDevice",
-                "metadata": { "name": d.name() },
+                "metadata": { "name": d.name(), "labels": { "site": format!("s{}", i % 10) } },
                 "spec": {
                     "driver": "XE",
                     "address": addr.ip().to_string(),
@@ -166,6 +241,9 @@ pub(crate) async fn run(a: &UpgradeArgs) -> anyhow::Result<Value> {
             &format!("CiscoDevice {}", d.name()),
         )
         .await?;
+        if let Mode::Rollout { .. } = mode {
+            continue;
+        }
         create(
             &upgrades,
             json!({
@@ -186,6 +264,36 @@ pub(crate) async fn run(a: &UpgradeArgs) -> anyhow::Result<Value> {
         )
         .await?;
     }
+
+    if let Mode::Rollout { max_unavailable } = mode {
+        let first = handles.first().context("an empty fleet")?.name().to_owned();
+        create(
+            &rollouts,
+            json!({
+                "apiVersion": "ops.cisco.vk/v1alpha1", "kind": "IOSXESoftwareRollout",
+                "metadata": { "name": "fleet" },
+                "spec": { "plan": {
+                    "targets": { "allowAll": true, "maxTargets": a.devices.max(1) },
+                    "source": { "url": url, "sha256": sha256 },
+                    "targetVersion": TARGET_VERSION,
+                    "rollbackOnFailure": false,
+                    "rebootTimeoutSeconds": 300,
+                    "canaries": [{ "name": "first", "devices": [first] }],
+                    "pauseAfterCanary": false,
+                    "budgets": {
+                        "maxUnavailable": max_unavailable,
+                        "maxConcurrentTransfers": max_unavailable,
+                    },
+                    "health": { "canarySoakSeconds": 0, "waveSoakSeconds": 0 },
+                    "failurePolicy": { "maxFailedTargets": a.devices.max(1) },
+                } },
+            }),
+            "IOSXESoftwareRollout fleet",
+        )
+        .await?;
+    }
+    let requests_before = api_requests(&client).await?;
+    let mut largest_status = 0usize;
 
     // The controller.
     let kubeconfig = work.path().join("kubeconfig");
@@ -235,6 +343,45 @@ pub(crate) async fn run(a: &UpgradeArgs) -> anyhow::Result<Value> {
                 keep(work, &log_path).display()
             );
         }
+        if let Mode::Rollout { .. } = mode {
+            // One object tells the whole campaign.
+            let ro = match rollouts.get("fleet").await {
+                Ok(r) => r,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("  reading the rollout: {e}; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+                Err(e) => return Err(e).context("reading the rollout"),
+            };
+            let status = &ro.data["status"];
+            largest_status = largest_status.max(serde_json::to_vec(status)?.len());
+            let count = |k: &str| status["counts"][k].as_u64().unwrap_or(0) as usize;
+            phases = BTreeMap::from([
+                ("Succeeded".to_owned(), count("succeeded")),
+                ("Failed".to_owned(), count("failed")),
+                ("InProgress".to_owned(), count("inProgress")),
+                ("NotStarted".to_owned(), count("pending")),
+            ]);
+            phases.retain(|_, n| *n > 0);
+            if first_done.is_none() && count("succeeded") > 0 {
+                first_done = Some(started.elapsed());
+            }
+            let phase = status["phase"].as_str().unwrap_or_default();
+            if matches!(phase, "Succeeded" | "Failed" | "Cancelled" | "Halted") {
+                break;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill().await;
+                bail!(
+                    "after {} s, the rollout is {phase}: {phases:?}; controller log: {}",
+                    a.timeout_secs,
+                    keep(work, &log_path).display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        }
         // A failed list (the API server under load) is retried at the next
         // poll, within the deadline.
         let list = match upgrades.list(&ListParams::default()).await {
@@ -274,6 +421,7 @@ pub(crate) async fn run(a: &UpgradeArgs) -> anyhow::Result<Value> {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let wall = started.elapsed();
+    let requests = api_requests(&client).await? - requests_before;
     // VmHWM is the peak resident set over the controller's whole life.
     if let Some(k) = proc_kib(&pid, "VmHWM") {
         hwm = hwm.max(k);
@@ -338,6 +486,13 @@ pub(crate) async fn run(a: &UpgradeArgs) -> anyhow::Result<Value> {
         println!("  first Succeeded after:      {:.1} s", f.as_secs_f64());
     }
     println!(
+        "  API requests:               {requests:.0} ({:.1}/s, the bench's polling included)",
+        requests / wall.as_secs_f64()
+    );
+    if let Mode::Rollout { .. } = mode {
+        println!("  largest rollout status:     {largest_status} bytes (goal < 64 KiB)");
+    }
+    println!(
         "  controller peak RSS (VmHWM): {:.1} MiB (goals: < 256 MiB at 500 devices, < 64 MiB for any image size)",
         mib(hwm)
     );
@@ -376,6 +531,10 @@ pub(crate) async fn run(a: &UpgradeArgs) -> anyhow::Result<Value> {
         );
     }
     Ok(json!({
+        "mode": format!("{mode:?}"),
+        "api_requests": requests.round(),
+        "api_requests_per_s": (requests / wall.as_secs_f64() * 10.0).round() / 10.0,
+        "largest_status_bytes": matches!(mode, Mode::Rollout { .. }).then_some(largest_status),
         "devices": a.devices,
         "image_bytes": size,
         "reboot_ms": a.reboot_ms,
