@@ -12,7 +12,8 @@
 use std::path::{Path, PathBuf};
 
 use cvk_controller::crd::{
-    CiscoDevice, DeviceOperation, IOSXEOperationalAction, IOSXESoftwareUpgrade,
+    CiscoDevice, DeviceOperation, IOSXEOperationalAction, IOSXESoftwareRollout,
+    IOSXESoftwareUpgrade,
 };
 use cvk_hil::testing::{TestNamespace, install_project_crds, shared_control_plane};
 use k8s_openapi::api::core::v1::Namespace;
@@ -91,6 +92,7 @@ fn resource_of(kind: &str) -> ApiResource {
         "DeviceOperation" => ApiResource::erase::<DeviceOperation>(&()),
         "IOSXEOperationalAction" => ApiResource::erase::<IOSXEOperationalAction>(&()),
         "IOSXESoftwareUpgrade" => ApiResource::erase::<IOSXESoftwareUpgrade>(&()),
+        "IOSXESoftwareRollout" => ApiResource::erase::<IOSXESoftwareRollout>(&()),
         other => panic!("an example of an unexpected kind {other}"),
     }
 }
@@ -160,7 +162,7 @@ async fn every_example_manifest_is_accepted_unchanged() {
     // The specification's three upgrades and its reload, two devices and
     // one operation per gNOI kind.
     assert!(count >= 15, "only {count} example documents");
-    assert_eq!(kinds.len(), 4, "{kinds:?}");
+    assert_eq!(kinds.len(), cvk_controller::crd::all().len(), "{kinds:?}");
     for spec_example in [
         "iosxesoftwareupgrade-tftp.yaml",
         "iosxesoftwareupgrade-localpath.yaml",
@@ -180,7 +182,11 @@ async fn every_invalid_manifest_is_refused_with_its_message() {
     install_project_crds(&client).await.unwrap();
     let ns = TestNamespace::create(&client, "invalid").await.unwrap();
     let files = yaml_files(&kind_dir().join("examples/invalid"));
-    assert_eq!(files.len(), 4, "one file per kind: {files:?}");
+    assert_eq!(
+        files.len(),
+        cvk_controller::crd::all().len(),
+        "one file per kind: {files:?}"
+    );
     let mut failures = Vec::new();
     let mut count = 0;
     for file in &files {

@@ -114,7 +114,7 @@ fn the_chart_carries_the_generated_crds_unchanged() {
         v
     };
     let generated = names(repo().join("kind/crds"));
-    assert_eq!(generated.len(), 4, "{generated:?}");
+    assert_eq!(generated.len(), 5, "{generated:?}");
     assert_eq!(names(chart().join("crds")), generated);
     for f in &generated {
         let a = std::fs::read(repo().join("kind/crds").join(f)).unwrap();

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use cvk_controller::config::Gates;
 use cvk_controller::crd::{
-    CiscoDevice, DeviceOperation, IOSXEOperationalAction, IOSXESoftwareUpgrade,
+    CiscoDevice, DeviceOperation, IOSXEOperationalAction, IOSXESoftwareRollout,
+    IOSXESoftwareUpgrade,
 };
 use cvk_controller::lease::{Acquire, DeviceLocks, LeaseHolder};
 use cvk_controller::reconcile::{ControllerSettings, run_controllers};
@@ -127,7 +128,7 @@ async fn the_kind_manifests_apply_to_a_real_api_server() {
             .unwrap_or_else(|e| panic!("kind/{rel}: {e}"));
         all.extend(applied);
     }
-    assert_eq!(all.len(), 22, "{all:#?}");
+    assert_eq!(all.len(), 24, "{all:#?}");
     // The devices point at the simulator Service and its ports.
     let devices: Api<CiscoDevice> = Api::namespaced(client.clone(), "cvk-lab");
     let sim1 = devices.get("sim-1").await.unwrap();
@@ -355,6 +356,57 @@ async fn the_controller_does_its_work_with_only_its_cluster_role() {
     )
     .await;
 
+    token.cancel();
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("controllers stop")
+        .unwrap();
+
+    // A rollout with the upgrade gate on: the plan ConfigMap, the rollout's
+    // status and a child IOSXESoftwareUpgrade (whose own reconcile finds the
+    // version already running) are all written as the ServiceAccount.
+    let mut settings = ControllerSettings::for_namespace(&ns_name);
+    settings.gnoi.insecure = true;
+    settings.gates.software_upgrade = true;
+    let token = CancellationToken::new();
+    let task = tokio::spawn(run_controllers(sa.clone(), settings, token.clone()));
+    let running = sim.snapshot().running_version.clone();
+    let rollout: IOSXESoftwareRollout = serde_json::from_value(json!({
+        "apiVersion": "ops.cisco.vk/v1alpha1", "kind": "IOSXESoftwareRollout",
+        "metadata": { "name": "ro" },
+        "spec": { "plan": {
+            "targets": { "devices": ["sw"] },
+            "source": { "preinstalled": {} },
+            "targetVersion": running,
+            "canaries": [{ "name": "only", "devices": ["sw"] }],
+            "health": { "canarySoakSeconds": 0 },
+        } }
+    }))
+    .unwrap();
+    let rollouts: Api<IOSXESoftwareRollout> = Api::namespaced(admin.clone(), &ns_name);
+    rollouts
+        .create(&PostParams::default(), &rollout)
+        .await
+        .unwrap();
+    let done = wait_for(
+        "IOSXESoftwareRollout ro Succeeded",
+        Duration::from_secs(90),
+        || async {
+            let st = rollouts.get("ro").await.ok()?.status?;
+            (st.phase?.as_str() == "Succeeded").then_some(st)
+        },
+    )
+    .await;
+    assert_eq!(done.counts.succeeded, 1, "{done:#?}");
+    let plan_cm = done.frozen_plan.unwrap().config_map;
+    assert_eq!(plan_cm, "ro-plan");
+    assert_eq!(cms.get(&plan_cm).await.unwrap().immutable, Some(true));
+    let child = ups.get("ro-sw").await.unwrap();
+    assert_eq!(
+        child.metadata.owner_references.unwrap()[0].name,
+        "ro",
+        "the rollout owns its child"
+    );
     token.cancel();
     tokio::time::timeout(Duration::from_secs(30), task)
         .await

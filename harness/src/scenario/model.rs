@@ -784,6 +784,53 @@ expect:
     }
 
     #[test]
+    fn kill_controller_steps_unavailable_expectations_and_labels_are_checked() {
+        let step = |body: &str| {
+            GOOD.replace(
+                "expect:\n",
+                &format!("timeline:\n  - after: 1s\n{body}expect:\n"),
+            )
+        };
+        let s = parse(Path::new("x.yaml"), &step("    killController: true\n")).unwrap();
+        assert!(s.scenario.timeline[0].kill_controller);
+        let e = parse(
+            Path::new("x.yaml"),
+            &step("    killController: true\n    device: sw1\n"),
+        )
+        .unwrap_err();
+        assert!(
+            e.message.contains("killController acts on the controller"),
+            "{e}"
+        );
+        let e = parse(Path::new("x.yaml"), &step("    clearFaults: true\n")).unwrap_err();
+        assert!(e.message.contains("timeline[0].device"), "{e}");
+
+        let two = GOOD.replace(
+            "  - name: sw1\n    profile: c9300-17.18\n",
+            "  - name: sw1\n    profile: c9300-17.18\n    labels: { site: a }\n  - name: sw2\n    profile: c9300-17.18\n",
+        );
+        let s = parse(Path::new("x.yaml"), &two).unwrap();
+        assert_eq!(s.scenario.devices[0].labels["site"], "a");
+        assert!(s.scenario.devices[1].labels.is_empty());
+        let expect =
+            |u: &str| two.replace("expect:\n", &format!("expect:\n  - unavailable: {u}\n"));
+        parse(
+            Path::new("x.yaml"),
+            &expect("{ devices: [sw1, sw2], max: 1 }"),
+        )
+        .unwrap();
+        for (bad, says) in [
+            ("{ devices: [sw1], max: 1 }", "name at least two devices"),
+            ("{ devices: [sw1, sw9], max: 1 }", "unavailable.devices[1]"),
+            ("{ devices: [sw1, sw2], max: 0 }", "max must be at least 1"),
+            ("{ devices: [sw1, sw2], max: 1, min: 2 }", "min at most max"),
+        ] {
+            let e = parse(Path::new("x.yaml"), &expect(bad)).unwrap_err();
+            assert!(e.message.contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn a_reboot_step_parses_and_is_one_action() {
         let with = |step: &str| {
             GOOD.replace(
@@ -809,7 +856,7 @@ expect:
         .unwrap_err();
         assert!(
             e.message
-                .contains("timeline[0]: give exactly one of inject, clearFaults, reboot or state"),
+                .contains("timeline[0]: give exactly one of inject, clearFaults, reboot, state or killController"),
             "{e}"
         );
         let e = parse(Path::new("x.yaml"), &with("    reboot: { ms: 0 }\n")).unwrap_err();
