@@ -36,8 +36,8 @@ use crate::conditions::{DesiredCondition, merge};
 use crate::crd::common::ConditionStatus;
 use crate::crd::device::DevicePhase;
 use crate::crd::rollout::{
-    FailedTarget, IOSXESoftwareRolloutSpec, IOSXESoftwareRolloutStatus, RolloutCounts,
-    RolloutPhase, TargetProgress, WaveStatus, conditions,
+    FailedTarget, IOSXESoftwareRolloutSpec, IOSXESoftwareRolloutStatus, RolloutControl,
+    RolloutCounts, RolloutPhase, TargetProgress, WaveStatus, conditions,
 };
 use crate::crd::upgrade::{Strategy, UpgradePhase};
 use crate::version::version_matches;
@@ -255,6 +255,38 @@ fn age(now: Timestamp, then: Timestamp) -> Duration {
     Duration::try_from(now.duration_since(then)).unwrap_or(Duration::ZERO)
 }
 
+/// What one decision builds: the next status, the actions to run after it
+/// is written, and the Events to publish.
+struct Draft {
+    s: IOSXESoftwareRolloutStatus,
+    actions: Vec<Action>,
+    notes: Vec<Note>,
+}
+
+impl Draft {
+    fn note(&mut self, warning: bool, reason: &'static str, action: String, message: String) {
+        self.notes.push(Note {
+            warning,
+            reason,
+            action,
+            message,
+        });
+    }
+}
+
+/// How the current wave stands after the soak rules ran.
+#[derive(Default)]
+struct WaveState {
+    /// Every child of the current wave ended; its soak is running.
+    soaking: bool,
+    /// A soak reading that halts the campaign (device and what).
+    broken: Option<String>,
+    /// Why nothing moves (reason, message).
+    wait: Option<(&'static str, String)>,
+    /// When to look again, if sooner than [`RECHECK`].
+    requeue: Option<Duration>,
+}
+
 /// The next status, actions and Events of a campaign whose plan is frozen.
 pub fn step(
     spec: &IOSXESoftwareRolloutSpec,
@@ -263,531 +295,131 @@ pub fn step(
     obs: Observation<'_>,
     now: Timestamp,
 ) -> Decision {
-    let mut s = previous.clone();
-    let unchanged = |s: IOSXESoftwareRolloutStatus| Decision {
-        status: s,
-        actions: vec![],
-        notes: vec![],
-        requeue: None,
-    };
-    if s.phase.is_some_and(RolloutPhase::is_terminal) {
-        return unchanged(s);
+    if previous.phase.is_some_and(RolloutPhase::is_terminal) {
+        return Decision {
+            status: previous.clone(),
+            actions: vec![],
+            notes: vec![],
+            requeue: None,
+        };
     }
     let plan = &spec.plan;
     let ctl = &spec.control;
-    let mut actions = Vec::new();
-    let mut notes = Vec::new();
+    let mut d = Draft {
+        s: previous.clone(),
+        actions: Vec::new(),
+        notes: Vec::new(),
+    };
     let wave_of: HashMap<&str, usize> = obs.plan.targets().map(|(w, d)| (d, w)).collect();
-
-    // Resume: a larger revision that does not pause.
-    let resumed = ctl.revision > s.control.observed_revision && !ctl.pause && !ctl.cancel;
-    let resumed_from_halt = resumed && s.control.halt_revision.is_some_and(|r| ctl.revision > r);
-    if resumed_from_halt {
-        s.control.halt_revision = None;
-        s.control.resumed_at = Some(Time(now));
-        notes.push(Note {
-            warning: false,
-            reason: "Resumed",
-            action: format!("Resume{}", ctl.revision),
-            message: format!(
-                "control revision {} resumed the halted campaign{}",
-                ctl.revision,
-                ctl.requested_by
-                    .as_deref()
-                    .map(|b| format!(" (requested by {b})"))
-                    .unwrap_or_default()
-            ),
-        });
-    }
-    if resumed
-        && s.control
-            .canary_pause_revision
-            .is_some_and(|r| ctl.revision > r)
-    {
-        s.control.canary_pause_revision = None;
-        notes.push(Note {
-            warning: false,
-            reason: "Resumed",
-            action: format!("Resume{}", ctl.revision),
-            message: format!(
-                "control revision {} resumed the campaign after its canaries",
-                ctl.revision
-            ),
-        });
-    }
-    s.control.observed_revision = ctl.revision;
+    let resumed_from_halt = apply_control(&mut d, ctl, now);
     let ctx = Ctx {
         spec,
         obs,
         now,
-        resumed_at: ts(&s.control.resumed_at),
+        resumed_at: ts(&d.s.control.resumed_at),
     };
-
-    // Book-keeping of the targets in progress.
-    let mut newly_failed: Vec<(String, String)> = Vec::new();
-    let mut in_progress: Vec<TargetProgress> = Vec::with_capacity(s.in_progress.len());
-    let listed: HashSet<String> = s.in_progress.iter().map(|t| t.device.clone()).collect();
-    for mut t in std::mem::take(&mut s.in_progress) {
-        match obs.children.get(&t.device) {
-            Some(c) => {
-                t.observed = true;
-                t.phase = c.phase.map(|p| p.as_str().to_owned());
-                if c.phase.is_some_and(UpgradePhase::is_terminal) {
-                    if c.phase != Some(UpgradePhase::Succeeded)
-                        && !(ctl.cancel && c.phase == Some(UpgradePhase::Cancelled))
-                    {
-                        newly_failed.push((
-                            t.device.clone(),
-                            format!(
-                                "{} ({}) ended {}{}",
-                                t.device,
-                                c.name,
-                                c.phase.map_or("", |p| p.as_str()),
-                                c.reason
-                                    .as_deref()
-                                    .map(|r| format!(": {r}"))
-                                    .unwrap_or_default()
-                            ),
-                        ));
-                    }
-                } else {
-                    in_progress.push(t);
-                }
-            }
-            None if t.observed => {
-                if !ctl.cancel && !s.lost_targets.contains(&t.device) {
-                    newly_failed.push((
-                        t.device.clone(),
-                        format!(
-                            "{} ({}) was deleted while it ran; the target is not started again",
-                            t.device, t.upgrade
-                        ),
-                    ));
-                    s.lost_targets.push(t.device.clone());
-                }
-            }
-            None => in_progress.push(t),
-        }
-    }
-    // A running child not listed (its listing was lost) is adopted, so it
-    // is counted against the budgets.
-    let mut adopted: Vec<(&String, &ChildObs)> = obs
-        .children
-        .iter()
-        .filter(|(d, c)| {
-            !listed.contains(*d)
-                && wave_of.contains_key(d.as_str())
-                && !c.phase.is_some_and(UpgradePhase::is_terminal)
-        })
-        .collect();
-    adopted.sort_by(|a, b| a.0.cmp(b.0));
-    for (d, c) in adopted {
-        in_progress.push(TargetProgress {
-            device: d.clone(),
-            upgrade: c.name.clone(),
-            phase: c.phase.map(|p| p.as_str().to_owned()),
-            observed: true,
-        });
-    }
-    s.in_progress = in_progress;
-    for (device, message) in &newly_failed {
-        notes.push(Note {
-            warning: true,
-            reason: "TargetFailed",
-            action: format!("Upgrade-{device}"),
-            message: message.clone(),
-        });
-    }
-
-    // Counts, from the children (the per-device record) and the lost list.
-    let mut counts = RolloutCounts {
-        planned: obs.plan.target_count() as i32,
-        ..RolloutCounts::default()
-    };
-    let mut failed: Vec<FailedTarget> = Vec::new();
-    let mut ended = 0;
-    for (device, c) in obs.children {
-        if !wave_of.contains_key(device.as_str()) {
-            continue;
-        }
-        match c.phase {
-            Some(UpgradePhase::Succeeded) => {
-                counts.succeeded += 1;
-                ended += 1;
-            }
-            Some(UpgradePhase::Cancelled) if ctl.cancel => {
-                counts.cancelled += 1;
-                ended += 1;
-            }
-            Some(p) if p.is_terminal() => {
-                ended += 1;
-                failed.push(FailedTarget {
-                    device: device.clone(),
-                    upgrade: c.name.clone(),
-                    phase: p.as_str().to_owned(),
-                    reason: c.reason.clone(),
-                });
-            }
-            _ => {}
-        }
-    }
-    for device in &s.lost_targets {
-        failed.push(FailedTarget {
-            device: device.clone(),
-            upgrade: (obs.child_name)(device),
-            phase: "Deleted".into(),
-            reason: Some("UpgradeDeleted".into()),
-        });
-    }
-    failed.sort_by(|a, b| a.device.cmp(&b.device));
-    counts.failed = failed.len() as i32;
-    failed.truncate(MAX_LISTED_FAILURES);
-    s.failed_targets = failed;
-    counts.in_progress = s.in_progress.len() as i32;
-    let started = ended + s.in_progress.len() + s.lost_targets.len();
-    counts.pending = (obs.plan.target_count().saturating_sub(started)) as i32;
-
+    let newly_failed = track_children(&mut d, &obs, ctl, &wave_of);
+    let mut counts = tally(&mut d.s, &obs, ctl, &wave_of);
     if resumed_from_halt {
         // The failures so far are accepted; the policy counts from here.
-        s.control.accepted_failures = counts.failed;
+        d.s.control.accepted_failures = counts.failed;
     }
-    let failed_since = counts.failed - s.control.accepted_failures;
-    let mut requeue = Some(RECHECK);
-    let mut wait_reason: Option<(&'static str, String)> = None;
-
-    // Cancel.
     if ctl.cancel {
-        for t in &s.in_progress {
-            let phase = t.phase.as_deref().and_then(parse_phase);
-            let child = obs.children.get(&t.device);
-            if child.is_some_and(|c| !c.deleting) && transferring(phase) {
-                actions.push(Action::DeleteChild {
-                    name: t.upgrade.clone(),
-                });
-            }
-        }
-        // Targets listed but never created are dropped: nothing to stop.
-        s.in_progress
-            .retain(|t| t.observed || obs.children.contains_key(&t.device));
-        counts.in_progress = s.in_progress.len() as i32;
-        counts.cancelled += counts.pending;
-        counts.pending = 0;
-        s.counts = counts;
-        let by = ctl
-            .requested_by
-            .as_deref()
-            .map(|b| format!(" by {b}"))
-            .unwrap_or_default();
-        if s.in_progress.is_empty() {
-            let msg = format!(
-                "cancelled{by} at control revision {}: {} upgraded, {} failed, {} not upgraded",
-                ctl.revision, s.counts.succeeded, s.counts.failed, s.counts.cancelled
-            );
-            finish(
-                &mut s,
-                RolloutPhase::Cancelled,
-                "Cancelled",
-                &msg,
-                generation,
-                now,
-            );
-            requeue = None;
-        } else {
-            let msg = format!(
-                "cancelling{by}: {} children before Activating are being deleted; {} past it finish first",
-                actions.len(),
-                s.in_progress.len() - actions.len()
-            );
-            set_phase(
-                &mut s,
-                RolloutPhase::Cancelling,
-                "Cancelling",
-                &msg,
-                generation,
-                now,
-            );
-        }
-        return decided(previous, s, actions, notes, requeue);
+        return cancel(previous, d, &obs, ctl, counts, generation, now);
     }
-
-    // Halt on failures: a canary group tolerates none. Canary groups run
-    // first, so a failure while one is current is a canary's.
-    let canary_failed = obs
-        .plan
-        .waves
-        .get(s.completed_waves.max(0) as usize)
-        .is_some_and(|w| w.canary);
-    if s.control.halt_revision.is_none()
-        && failed_since > 0
-        && (failed_since >= plan.failure_policy.max_failed_targets || canary_failed)
-    {
-        s.control.halt_revision = Some(ctl.revision);
-        let why = if canary_failed && failed_since < plan.failure_policy.max_failed_targets {
-            "a canary failed".to_owned()
-        } else {
-            format!(
-                "{failed_since} failed target(s) reached failurePolicy.maxFailedTargets {}",
-                plan.failure_policy.max_failed_targets
-            )
-        };
-        let names: Vec<String> = newly_failed.iter().map(|(d, _)| d.clone()).collect();
-        notes.push(Note {
-            warning: true,
-            reason: "Halted",
-            action: format!("Halt{}", counts.failed),
-            message: format!(
-                "halted: {why}{}",
-                if names.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", names.join(", "))
-                }
-            ),
-        });
-    }
-
-    // Waves: soak the current one when it has ended, admit into it
-    // otherwise.
-    let mut soaking = false;
-    let mut soak_halt: Option<String> = None;
-    let waves = &obs.plan.waves;
-    loop {
-        let w = s.completed_waves.max(0) as usize;
-        let Some(wave) = waves.get(w) else {
-            s.current_wave = None;
-            break;
-        };
-        let mut current = s
-            .current_wave
-            .take()
-            .filter(|c| c.index as usize == w)
-            .unwrap_or_else(|| WaveStatus {
-                index: w as i32,
-                name: wave.name.clone(),
-                size: wave.devices.len() as i32,
-                soak_started_at: None,
-            });
-        let lost: HashSet<&str> = s.lost_targets.iter().map(String::as_str).collect();
-        let all_ended = wave.devices.iter().all(|d| {
-            lost.contains(d.as_str())
-                || obs
-                    .children
-                    .get(d)
-                    .is_some_and(|c| c.phase.is_some_and(UpgradePhase::is_terminal))
-        });
-        if !all_ended {
-            s.current_wave = Some(current);
-            break;
-        }
-        // Soak, from the last child's end (a wave with no upgraded device
-        // has nothing to watch).
-        let upgraded: Vec<(&String, &ChildObs)> = wave
-            .devices
-            .iter()
-            .filter_map(|d| obs.children.get(d).map(|c| (d, c)))
-            .filter(|(_, c)| c.phase == Some(UpgradePhase::Succeeded))
-            .collect();
-        let soak = if upgraded.is_empty() {
-            Duration::ZERO
-        } else {
-            secs(if wave.canary {
-                plan.health.canary_soak_seconds
-            } else {
-                plan.health.wave_soak_seconds
-            })
-        };
-        let last_end = wave
-            .devices
-            .iter()
-            .filter_map(|d| obs.children.get(d)?.completion_time)
-            .max()
-            .unwrap_or(now)
-            .min(now);
-        let mut not_ready = None;
-        let mut stale = None;
-        for (d, c) in upgraded {
-            match ctx.health(d, c) {
-                Health::Healthy => {}
-                Health::Stale => stale = stale.or(Some(d.clone())),
-                Health::NotReady(why) => not_ready = not_ready.or(Some(format!("{d}: {why}"))),
-                Health::Broken(why) => {
-                    soak_halt = soak_halt.or(Some(format!("{d} {why}")));
-                }
-            }
-        }
-        if let Some(why) = &soak_halt {
-            s.current_wave = Some(current);
-            if s.control.halt_revision.is_none() {
-                s.control.halt_revision = Some(ctl.revision);
-                notes.push(Note {
-                    warning: true,
-                    reason: "SoakFailed",
-                    action: format!("Soak-{}", wave.name),
-                    message: format!("halted: during the soak of {}, {why}", wave.name),
-                });
-            }
-            break;
-        }
-        soaking = true;
-        if let Some(why) = not_ready {
-            // Not Ready restarts the soak.
-            current.soak_started_at = Some(Time(now));
-            wait_reason = Some((
-                "SoakRestarted",
-                format!("soak of {} restarted: {why}", wave.name),
-            ));
-            requeue = Some(soak.max(Duration::from_secs(1)).min(RECHECK));
-            s.current_wave = Some(current);
-            break;
-        }
-        let started_at = ts(&current.soak_started_at).unwrap_or(last_end);
-        current.soak_started_at = Some(Time(started_at));
-        let elapsed = age(now, started_at);
-        if elapsed < soak {
-            let left = soak - elapsed;
-            wait_reason = Some((
-                "Soaking",
-                format!(
-                    "{} ended; soaking for {}s more ({}s in all)",
-                    wave.name,
-                    left.as_secs(),
-                    soak.as_secs()
-                ),
-            ));
-            requeue = Some(left.min(RECHECK).max(Duration::from_millis(200)));
-            s.current_wave = Some(current);
-            break;
-        }
-        if let Some(d) = stale {
-            wait_reason = Some((
-                "WaitingForHealthReading",
-                format!(
-                    "soak of {} over; waiting for a reading of {d} newer than {}s",
-                    wave.name, plan.health.max_observation_age_seconds
-                ),
-            ));
-            s.current_wave = Some(current);
-            break;
-        }
-        // The wave passed.
-        soaking = false;
-        s.completed_waves += 1;
-        s.current_wave = None;
-        notes.push(Note {
-            warning: false,
-            reason: "WavePassed",
-            action: format!("Wave-{}", wave.name),
-            message: format!(
-                "{} passed its {}s soak ({} of {} waves done)",
-                wave.name,
-                soak.as_secs(),
-                s.completed_waves,
-                waves.len()
-            ),
-        });
-        let last_canary = wave.canary && waves.get(w + 1).is_some_and(|n| !n.canary);
-        if last_canary && plan.pause_after_canary {
-            s.control.canary_pause_revision = Some(ctl.revision);
-        }
-    }
+    let failed_since = counts.failed - d.s.control.accepted_failures;
+    halt_on_failures(
+        &mut d,
+        &obs,
+        ctl,
+        plan,
+        failed_since,
+        &newly_failed,
+        counts.failed,
+    );
+    let wave = soak_waves(&ctx, &mut d);
 
     // Admission into the current wave.
-    let halted = s.control.halt_revision.is_some();
-    let canary_paused = s.control.canary_pause_revision.is_some();
+    let waves = &obs.plan.waves;
+    let halted = d.s.control.halt_revision.is_some();
+    let canary_paused = d.s.control.canary_pause_revision.is_some();
     let awaiting_approval = plan.require_approval
         && spec.approval.as_ref().map(|a| a.plan_hash.as_str()) != Some(obs.plan_hash);
     let window = plan.maintenance_window.as_ref();
-    let before_window = window
+    let not_before = window
         .and_then(|w| ts(&w.not_before))
-        .is_some_and(|nb| now < nb);
+        .filter(|nb| now < *nb);
     let after_window = window
         .and_then(|w| ts(&w.not_after))
         .is_some_and(|na| now > na);
-    let mut admitted_now = 0;
+    let mut wait = wave.wait;
+    let mut admitted = 0;
     let mut held: Option<String> = None;
-    if let Some(cur) = s.current_wave.clone()
-        && !soaking
+    if let Some(cur) = d.s.current_wave.clone()
+        && !wave.soaking
         && !halted
         && !ctl.pause
         && !canary_paused
         && !awaiting_approval
-        && !before_window
+        && not_before.is_none()
         && !after_window
     {
-        let wave = &waves[cur.index as usize];
-        let (blocked, admitted) = admit(&ctx, &mut s, &wave.devices, &wave.name, &mut actions);
-        admitted_now = admitted;
-        if admitted == 0 {
-            wait_reason = blocked.map(|why| ("WaitingForBudget", why));
+        let w = &waves[cur.index as usize];
+        let (blocked, n) = admit(&ctx, &mut d, &w.devices, &w.name);
+        admitted = n;
+        if n == 0 {
+            wait = blocked.map(|why| ("WaitingForBudget", why));
         } else {
             held = blocked;
         }
     }
-    // Listed targets whose child is not there yet are created (again: the
-    // name makes it idempotent).
-    for t in &s.in_progress {
-        if !t.observed
-            && !obs.children.contains_key(&t.device)
-            && !actions
-                .iter()
-                .any(|a| matches!(a, Action::CreateChild { device, .. } if device == &t.device))
-        {
-            let wave = wave_of
-                .get(t.device.as_str())
-                .map_or_else(String::new, |&w| waves[w].name.clone());
-            actions.push(Action::CreateChild {
-                device: t.device.clone(),
-                wave,
-            });
-        }
+    recreate_missing(&mut d, &obs, &wave_of);
+    if admitted > 0 && d.s.start_time.is_none() {
+        d.s.start_time = Some(Time(now));
     }
-    if admitted_now > 0 && s.start_time.is_none() {
-        s.start_time = Some(Time(now));
-    }
-    counts.in_progress = s.in_progress.len() as i32;
-    counts.pending -= admitted_now as i32;
-    s.counts = counts;
+    counts.in_progress = d.s.in_progress.len() as i32;
+    counts.pending -= admitted as i32;
+    d.s.counts = counts;
 
-    // Phase.
-    let done = s.completed_waves as usize >= waves.len();
-    let (phase, reason, message) = if done && s.in_progress.is_empty() {
-        if s.counts.failed == 0 {
-            let msg = format!(
-                "all {} targets run {}",
-                s.counts.succeeded, plan.target_version
-            );
-            finish(
-                &mut s,
+    // Phase, in order of precedence.
+    let s = &d.s;
+    let cur = s
+        .current_wave
+        .as_ref()
+        .map_or_else(String::new, |w| w.name.clone());
+    let mut requeue = Some(wave.requeue.unwrap_or(RECHECK));
+    let (phase, reason, message) = if s.completed_waves as usize >= waves.len()
+        && s.in_progress.is_empty()
+    {
+        let (phase, reason, msg) = if s.counts.failed == 0 {
+            (
                 RolloutPhase::Succeeded,
                 "Succeeded",
-                &msg,
-                generation,
-                now,
-            );
+                format!(
+                    "all {} targets run {}",
+                    s.counts.succeeded, plan.target_version
+                ),
+            )
         } else {
-            let msg = format!(
-                "every wave ran: {} upgraded, {} failed ({})",
-                s.counts.succeeded,
-                s.counts.failed,
-                list_failed(&s)
-            );
-            finish(
-                &mut s,
+            (
                 RolloutPhase::Failed,
                 "TargetsFailed",
-                &msg,
-                generation,
-                now,
-            );
-        }
-        return decided(previous, s, actions, notes, None);
+                format!(
+                    "every wave ran: {} upgraded, {} failed ({})",
+                    s.counts.succeeded,
+                    s.counts.failed,
+                    list_failed(s)
+                ),
+            )
+        };
+        finish(&mut d.s, phase, reason, &msg, generation, now);
+        return decided(previous, d, None);
     } else if halted {
-        let why = soak_halt.unwrap_or_else(|| {
+        let why = wave.broken.unwrap_or_else(|| {
             format!(
-                "{} failed target(s) since the last resume (failurePolicy.maxFailedTargets {}): {}",
-                failed_since,
+                "{failed_since} failed target(s) since the last resume (failurePolicy.maxFailedTargets {}): {}",
                 plan.failure_policy.max_failed_targets,
-                list_failed(&s)
+                list_failed(s)
             )
         });
         (
@@ -833,24 +465,23 @@ pub fn step(
                 obs.plan_hash
             ),
         )
+    } else if after_window && s.in_progress.is_empty() {
+        let msg = format!(
+            "the maintenance window closed with {} target(s) not started ({} upgraded, {} failed)",
+            s.counts.pending, s.counts.succeeded, s.counts.failed
+        );
+        d.s.counts.cancelled += d.s.counts.pending;
+        d.s.counts.pending = 0;
+        finish(
+            &mut d.s,
+            RolloutPhase::Failed,
+            "MaintenanceWindowExpired",
+            &msg,
+            generation,
+            now,
+        );
+        return decided(previous, d, None);
     } else if after_window {
-        if s.in_progress.is_empty() {
-            let msg = format!(
-                "the maintenance window closed with {} target(s) not started ({} upgraded, {} failed)",
-                s.counts.pending, s.counts.succeeded, s.counts.failed
-            );
-            s.counts.cancelled += s.counts.pending;
-            s.counts.pending = 0;
-            finish(
-                &mut s,
-                RolloutPhase::Failed,
-                "MaintenanceWindowExpired",
-                &msg,
-                generation,
-                now,
-            );
-            return decided(previous, s, actions, notes, None);
-        }
         (
             RolloutPhase::Executing,
             "MaintenanceWindowClosing",
@@ -859,52 +490,496 @@ pub fn step(
                 s.in_progress.len()
             ),
         )
-    } else if before_window {
-        let nb = window.and_then(|w| ts(&w.not_before)).unwrap_or(now);
+    } else if let Some(nb) = not_before {
         requeue = Some(age(nb, now).min(RECHECK).max(Duration::from_millis(200)));
         (
             RolloutPhase::Executing,
             "WaitingForWindow",
             format!("waiting for the maintenance window to open at {nb}"),
         )
-    } else if soaking {
-        let (reason, msg) = wait_reason.unwrap_or(("Soaking", String::from("soaking")));
+    } else if wave.soaking {
+        let (reason, msg) = wait.unwrap_or(("Soaking", String::from("soaking")));
         (RolloutPhase::Soaking, reason, msg)
+    } else if let Some((reason, msg)) = wait {
+        (RolloutPhase::Executing, reason, format!("{cur}: {msg}"))
     } else {
-        let cur = s
-            .current_wave
-            .as_ref()
-            .map_or_else(String::new, |w| w.name.clone());
-        match wait_reason {
-            Some((reason, msg)) => (RolloutPhase::Executing, reason, format!("{cur}: {msg}")),
-            None => (
-                RolloutPhase::Executing,
-                "Progressing",
-                format!(
-                    "{cur}: {} in progress, {} upgraded, {} failed, {} not started{}",
-                    s.counts.in_progress,
-                    s.counts.succeeded,
-                    s.counts.failed,
-                    s.counts.pending,
-                    held.map(|h| format!("; held back: {h}"))
-                        .unwrap_or_default()
-                ),
+        (
+            RolloutPhase::Executing,
+            "Progressing",
+            format!(
+                "{cur}: {} in progress, {} upgraded, {} failed, {} not started{}",
+                s.counts.in_progress,
+                s.counts.succeeded,
+                s.counts.failed,
+                s.counts.pending,
+                held.map(|h| format!("; held back: {h}"))
+                    .unwrap_or_default()
             ),
-        }
+        )
     };
-    set_phase(&mut s, phase, reason, &message, generation, now);
-    decided(previous, s, actions, notes, requeue)
+    set_phase(&mut d.s, phase, reason, &message, generation, now);
+    decided(previous, d, requeue)
+}
+
+/// Acts on a larger control revision without pause or cancel: it resumes a
+/// halted campaign and one paused after its canaries. Whether it resumed a
+/// halt.
+fn apply_control(d: &mut Draft, ctl: &RolloutControl, now: Timestamp) -> bool {
+    let resumed = ctl.revision > d.s.control.observed_revision && !ctl.pause && !ctl.cancel;
+    let from_halt = resumed && d.s.control.halt_revision.is_some_and(|r| ctl.revision > r);
+    if from_halt {
+        d.s.control.halt_revision = None;
+        d.s.control.resumed_at = Some(Time(now));
+        let by = ctl
+            .requested_by
+            .as_deref()
+            .map(|b| format!(" (requested by {b})"))
+            .unwrap_or_default();
+        d.note(
+            false,
+            "Resumed",
+            format!("Resume{}", ctl.revision),
+            format!(
+                "control revision {} resumed the halted campaign{by}",
+                ctl.revision
+            ),
+        );
+    }
+    if resumed
+        && d.s
+            .control
+            .canary_pause_revision
+            .is_some_and(|r| ctl.revision > r)
+    {
+        d.s.control.canary_pause_revision = None;
+        d.note(
+            false,
+            "Resumed",
+            format!("Resume{}", ctl.revision),
+            format!(
+                "control revision {} resumed the campaign after its canaries",
+                ctl.revision
+            ),
+        );
+    }
+    d.s.control.observed_revision = ctl.revision;
+    from_halt
+}
+
+/// Brings `inProgress` up to date with the children: seen children are
+/// marked observed with their phase, ended ones leave (a failure raises a
+/// `TargetFailed` Event), an observed one that vanished is lost, a running
+/// child that is not listed is adopted. The devices that failed now.
+fn track_children(
+    d: &mut Draft,
+    obs: &Observation<'_>,
+    ctl: &RolloutControl,
+    wave_of: &HashMap<&str, usize>,
+) -> Vec<String> {
+    let mut failed_now: Vec<(String, String)> = Vec::new();
+    let mut in_progress: Vec<TargetProgress> = Vec::with_capacity(d.s.in_progress.len());
+    let listed: HashSet<String> = d.s.in_progress.iter().map(|t| t.device.clone()).collect();
+    for mut t in std::mem::take(&mut d.s.in_progress) {
+        match obs.children.get(&t.device) {
+            Some(c) => {
+                t.observed = true;
+                t.phase = c.phase.map(|p| p.as_str().to_owned());
+                if !c.phase.is_some_and(UpgradePhase::is_terminal) {
+                    in_progress.push(t);
+                } else if c.phase != Some(UpgradePhase::Succeeded)
+                    && !(ctl.cancel && c.phase == Some(UpgradePhase::Cancelled))
+                {
+                    let reason = c
+                        .reason
+                        .as_deref()
+                        .map(|r| format!(": {r}"))
+                        .unwrap_or_default();
+                    let phase = c.phase.map_or("", UpgradePhase::as_str);
+                    failed_now.push((
+                        t.device.clone(),
+                        format!("{} ({}) ended {phase}{reason}", t.device, c.name),
+                    ));
+                }
+            }
+            None if t.observed => {
+                if !ctl.cancel && !d.s.lost_targets.contains(&t.device) {
+                    failed_now.push((
+                        t.device.clone(),
+                        format!(
+                            "{} ({}) was deleted while it ran; the target is not started again",
+                            t.device, t.upgrade
+                        ),
+                    ));
+                    d.s.lost_targets.push(t.device.clone());
+                }
+            }
+            None => in_progress.push(t),
+        }
+    }
+    // A running child that is not listed (its listing was lost) is adopted,
+    // so it counts against the budgets.
+    let mut adopted: Vec<(&String, &ChildObs)> = obs
+        .children
+        .iter()
+        .filter(|(dev, c)| {
+            !listed.contains(*dev)
+                && wave_of.contains_key(dev.as_str())
+                && !c.phase.is_some_and(UpgradePhase::is_terminal)
+        })
+        .collect();
+    adopted.sort_by(|a, b| a.0.cmp(b.0));
+    in_progress.extend(adopted.into_iter().map(|(dev, c)| TargetProgress {
+        device: dev.clone(),
+        upgrade: c.name.clone(),
+        phase: c.phase.map(|p| p.as_str().to_owned()),
+        observed: true,
+    }));
+    d.s.in_progress = in_progress;
+    for (device, message) in &failed_now {
+        d.note(
+            true,
+            "TargetFailed",
+            format!("Upgrade-{device}"),
+            message.clone(),
+        );
+    }
+    failed_now.into_iter().map(|(dev, _)| dev).collect()
+}
+
+/// Counts from the children (the per-device record) and the lost list, and
+/// the first failed targets into the status.
+fn tally(
+    s: &mut IOSXESoftwareRolloutStatus,
+    obs: &Observation<'_>,
+    ctl: &RolloutControl,
+    wave_of: &HashMap<&str, usize>,
+) -> RolloutCounts {
+    let mut counts = RolloutCounts {
+        planned: obs.plan.target_count() as i32,
+        ..RolloutCounts::default()
+    };
+    let mut failed: Vec<FailedTarget> = Vec::new();
+    let mut ended = 0;
+    for (device, c) in obs.children {
+        if !wave_of.contains_key(device.as_str()) {
+            continue;
+        }
+        match c.phase {
+            Some(UpgradePhase::Succeeded) => counts.succeeded += 1,
+            Some(UpgradePhase::Cancelled) if ctl.cancel => counts.cancelled += 1,
+            Some(p) if p.is_terminal() => failed.push(FailedTarget {
+                device: device.clone(),
+                upgrade: c.name.clone(),
+                phase: p.as_str().to_owned(),
+                reason: c.reason.clone(),
+            }),
+            _ => continue,
+        }
+        ended += 1;
+    }
+    failed.extend(s.lost_targets.iter().map(|device| FailedTarget {
+        device: device.clone(),
+        upgrade: (obs.child_name)(device),
+        phase: "Deleted".into(),
+        reason: Some("UpgradeDeleted".into()),
+    }));
+    failed.sort_by(|a, b| a.device.cmp(&b.device));
+    counts.failed = failed.len() as i32;
+    failed.truncate(MAX_LISTED_FAILURES);
+    s.failed_targets = failed;
+    counts.in_progress = s.in_progress.len() as i32;
+    let started = ended + s.in_progress.len() + s.lost_targets.len();
+    counts.pending = obs.plan.target_count().saturating_sub(started) as i32;
+    counts
+}
+
+/// Cancelling: children before Activating are deleted (their own finalizer
+/// stops them safely), the others finish; Cancelled once none is left.
+fn cancel(
+    previous: &IOSXESoftwareRolloutStatus,
+    mut d: Draft,
+    obs: &Observation<'_>,
+    ctl: &RolloutControl,
+    mut counts: RolloutCounts,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Decision {
+    let mut deleting = 0;
+    for t in &d.s.in_progress {
+        let child = obs.children.get(&t.device);
+        let phase = t.phase.as_deref().and_then(parse_phase);
+        // A target listed but not seen yet may have a child the cache has
+        // not shown: delete by name (NotFound is success).
+        let unseen = !t.observed && child.is_none();
+        if unseen || (child.is_some_and(|c| !c.deleting) && transferring(phase)) {
+            d.actions.push(Action::DeleteChild {
+                name: t.upgrade.clone(),
+            });
+            deleting += 1;
+        }
+    }
+    let listed = d.s.in_progress.len();
+    d.s.in_progress
+        .retain(|t| t.observed || obs.children.contains_key(&t.device));
+    counts.in_progress = d.s.in_progress.len() as i32;
+    counts.cancelled += counts.pending + (listed - d.s.in_progress.len()) as i32;
+    counts.pending = 0;
+    d.s.counts = counts;
+    let by = ctl
+        .requested_by
+        .as_deref()
+        .map(|b| format!(" by {b}"))
+        .unwrap_or_default();
+    if d.s.in_progress.is_empty() {
+        let c = &d.s.counts;
+        let msg = format!(
+            "cancelled{by} at control revision {}: {} upgraded, {} failed, {} not upgraded",
+            ctl.revision, c.succeeded, c.failed, c.cancelled
+        );
+        finish(
+            &mut d.s,
+            RolloutPhase::Cancelled,
+            "Cancelled",
+            &msg,
+            generation,
+            now,
+        );
+        return decided(previous, d, None);
+    }
+    let msg = format!(
+        "cancelling{by}: {deleting} children before Activating are being deleted; {} past it finish first",
+        d.s.in_progress.len().saturating_sub(deleting)
+    );
+    set_phase(
+        &mut d.s,
+        RolloutPhase::Cancelling,
+        "Cancelling",
+        &msg,
+        generation,
+        now,
+    );
+    decided(previous, d, Some(RECHECK))
+}
+
+/// Halts when the failures since the last resume reach the policy, or on
+/// any failure while a canary group is current (canary groups run first, so
+/// a failure then is a canary's).
+fn halt_on_failures(
+    d: &mut Draft,
+    obs: &Observation<'_>,
+    ctl: &RolloutControl,
+    plan: &crate::crd::rollout::RolloutPlan,
+    failed_since: i32,
+    failed_now: &[String],
+    failed_total: i32,
+) {
+    let max = plan.failure_policy.max_failed_targets;
+    let canary = obs
+        .plan
+        .waves
+        .get(d.s.completed_waves.max(0) as usize)
+        .is_some_and(|w| w.canary);
+    if d.s.control.halt_revision.is_some() || failed_since <= 0 {
+        return;
+    }
+    if failed_since < max && !canary {
+        return;
+    }
+    d.s.control.halt_revision = Some(ctl.revision);
+    let why = if failed_since < max {
+        "a canary failed".to_owned()
+    } else {
+        format!("{failed_since} failed target(s) reached failurePolicy.maxFailedTargets {max}")
+    };
+    let names = if failed_now.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", failed_now.join(", "))
+    };
+    d.note(
+        true,
+        "Halted",
+        format!("Halt{failed_total}"),
+        format!("halted: {why}{names}"),
+    );
+}
+
+/// Runs the soak of every wave whose children all ended, from the current
+/// one on: a wave that passed moves the campaign to the next (and sets the
+/// pause after the last canary group); the first that has not passed is
+/// the current wave.
+fn soak_waves(ctx: &Ctx<'_>, d: &mut Draft) -> WaveState {
+    let plan = &ctx.spec.plan;
+    let ctl = &ctx.spec.control;
+    let (obs, now) = (&ctx.obs, ctx.now);
+    let waves = &obs.plan.waves;
+    let mut out = WaveState::default();
+    loop {
+        let w = d.s.completed_waves.max(0) as usize;
+        let Some(wave) = waves.get(w) else {
+            d.s.current_wave = None;
+            return out;
+        };
+        let mut current =
+            d.s.current_wave
+                .take()
+                .filter(|c| c.index as usize == w)
+                .unwrap_or_else(|| WaveStatus {
+                    index: w as i32,
+                    name: wave.name.clone(),
+                    size: wave.devices.len() as i32,
+                    soak_started_at: None,
+                });
+        let lost: HashSet<&str> = d.s.lost_targets.iter().map(String::as_str).collect();
+        let all_ended = wave.devices.iter().all(|dev| {
+            lost.contains(dev.as_str())
+                || obs
+                    .children
+                    .get(dev)
+                    .is_some_and(|c| c.phase.is_some_and(UpgradePhase::is_terminal))
+        });
+        if !all_ended {
+            d.s.current_wave = Some(current);
+            return out;
+        }
+        // The soak counts from the last child's end; a wave with no
+        // upgraded device has nothing to watch.
+        let upgraded: Vec<(&String, &ChildObs)> = wave
+            .devices
+            .iter()
+            .filter_map(|dev| obs.children.get(dev).map(|c| (dev, c)))
+            .filter(|(_, c)| c.phase == Some(UpgradePhase::Succeeded))
+            .collect();
+        let soak = if upgraded.is_empty() {
+            Duration::ZERO
+        } else if wave.canary {
+            secs(plan.health.canary_soak_seconds)
+        } else {
+            secs(plan.health.wave_soak_seconds)
+        };
+        let last_end = wave
+            .devices
+            .iter()
+            .filter_map(|dev| obs.children.get(dev)?.completion_time)
+            .max()
+            .unwrap_or(now)
+            .min(now);
+        let (mut not_ready, mut stale) = (None, None);
+        for (dev, c) in upgraded {
+            match ctx.health(dev, c) {
+                Health::Healthy => {}
+                Health::Stale => stale = stale.or(Some(dev.clone())),
+                Health::NotReady(why) => not_ready = not_ready.or(Some(format!("{dev}: {why}"))),
+                Health::Broken(why) => out.broken = out.broken.or(Some(format!("{dev} {why}"))),
+            }
+        }
+        d.s.current_wave = Some(current.clone());
+        if let Some(why) = &out.broken {
+            if d.s.control.halt_revision.is_none() {
+                d.s.control.halt_revision = Some(ctl.revision);
+                d.note(
+                    true,
+                    "SoakFailed",
+                    format!("Soak-{}", wave.name),
+                    format!("halted: during the soak of {}, {why}", wave.name),
+                );
+            }
+            return out;
+        }
+        out.soaking = true;
+        if let Some(why) = not_ready {
+            current.soak_started_at = Some(Time(now));
+            d.s.current_wave = Some(current);
+            out.wait = Some((
+                "SoakRestarted",
+                format!("soak of {} restarted: {why}", wave.name),
+            ));
+            out.requeue = Some(soak.max(Duration::from_secs(1)).min(RECHECK));
+            return out;
+        }
+        let started_at = ts(&current.soak_started_at).unwrap_or(last_end);
+        current.soak_started_at = Some(Time(started_at));
+        d.s.current_wave = Some(current);
+        let elapsed = age(now, started_at);
+        if elapsed < soak {
+            let left = soak - elapsed;
+            out.wait = Some((
+                "Soaking",
+                format!(
+                    "{} ended; soaking for {}s more ({}s in all)",
+                    wave.name,
+                    left.as_secs(),
+                    soak.as_secs()
+                ),
+            ));
+            out.requeue = Some(left.min(RECHECK).max(Duration::from_millis(200)));
+            return out;
+        }
+        if let Some(dev) = stale {
+            out.wait = Some((
+                "WaitingForHealthReading",
+                format!(
+                    "soak of {} over; waiting for a reading of {dev} newer than {}s",
+                    wave.name, plan.health.max_observation_age_seconds
+                ),
+            ));
+            return out;
+        }
+        // The wave passed.
+        out.soaking = false;
+        d.s.completed_waves += 1;
+        d.s.current_wave = None;
+        let done = d.s.completed_waves;
+        d.note(
+            false,
+            "WavePassed",
+            format!("Wave-{}", wave.name),
+            format!(
+                "{} passed its {}s soak ({done} of {} waves done)",
+                wave.name,
+                soak.as_secs(),
+                waves.len()
+            ),
+        );
+        let last_canary = wave.canary && waves.get(w + 1).is_some_and(|n| !n.canary);
+        if last_canary && plan.pause_after_canary {
+            d.s.control.canary_pause_revision = Some(ctl.revision);
+        }
+    }
+}
+
+/// Listed targets whose child is not there yet are created (again: the
+/// deterministic name makes it idempotent), e.g. after a controller was
+/// killed between the status write and the create.
+fn recreate_missing(d: &mut Draft, obs: &Observation<'_>, wave_of: &HashMap<&str, usize>) {
+    let missing: Vec<Action> =
+        d.s.in_progress
+            .iter()
+            .filter(|t| !t.observed && !obs.children.contains_key(&t.device))
+            .filter(|t| {
+                !d.actions
+                    .iter()
+                    .any(|a| matches!(a, Action::CreateChild { device, .. } if device == &t.device))
+            })
+            .map(|t| Action::CreateChild {
+                device: t.device.clone(),
+                wave: wave_of
+                    .get(t.device.as_str())
+                    .map_or_else(String::new, |&w| obs.plan.waves[w].name.clone()),
+            })
+            .collect();
+    d.actions.extend(missing);
 }
 
 /// Admits the wave's next targets while every budget has room. Returns why
 /// the first target that did not fit was held back, and how many started.
 fn admit(
     ctx: &Ctx<'_>,
-    s: &mut IOSXESoftwareRolloutStatus,
+    d: &mut Draft,
     wave: &[String],
     wave_name: &str,
-    actions: &mut Vec<Action>,
 ) -> (Option<String>, usize) {
+    let Draft { s, actions, .. } = d;
     let plan = &ctx.spec.plan;
     let budgets = &plan.budgets;
     let topo = &ctx.obs.plan.topology;
@@ -1107,32 +1182,24 @@ fn finish(
 
 fn decided(
     previous: &IOSXESoftwareRolloutStatus,
-    s: IOSXESoftwareRolloutStatus,
-    actions: Vec<Action>,
-    mut notes: Vec<Note>,
+    mut d: Draft,
     requeue: Option<Duration>,
 ) -> Decision {
-    if previous.phase != s.phase {
-        notes.push(Note {
-            warning: matches!(s.phase, Some(RolloutPhase::Halted | RolloutPhase::Failed)),
-            reason: "PhaseTransition",
-            action: format!(
-                "{}To{}",
-                previous.phase.map_or("None", RolloutPhase::as_str),
-                s.phase.map_or("None", RolloutPhase::as_str)
-            ),
-            message: format!(
-                "{} → {}: {}",
-                previous.phase.map_or("(none)", RolloutPhase::as_str),
-                s.phase.map_or("(none)", RolloutPhase::as_str),
-                s.message.as_deref().unwrap_or_default()
-            ),
-        });
+    if previous.phase != d.s.phase {
+        let from = previous.phase.map_or("None", RolloutPhase::as_str);
+        let to = d.s.phase.map_or("None", RolloutPhase::as_str);
+        let message = format!(
+            "{} → {to}: {}",
+            previous.phase.map_or("(none)", RolloutPhase::as_str),
+            d.s.message.as_deref().unwrap_or_default()
+        );
+        let warning = matches!(d.s.phase, Some(RolloutPhase::Halted | RolloutPhase::Failed));
+        d.note(warning, "PhaseTransition", format!("{from}To{to}"), message);
     }
     Decision {
-        status: s,
-        actions,
-        notes,
+        status: d.s,
+        actions: d.actions,
+        notes: d.notes,
         requeue,
     }
 }

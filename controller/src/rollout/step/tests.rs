@@ -707,3 +707,24 @@ fn domain_transfer_budgets_pace_each_site() {
     // sw-1..sw-4 form one wave (sites s1 s0 s1 s0): one transfer per site.
     assert_eq!(w.running(), ["sw-1", "sw-2"].map(String::from).into());
 }
+
+#[test]
+fn cancel_deletes_a_child_the_cache_has_not_shown_yet() {
+    // Admitted and created, but the cache has not shown the child when the
+    // cancel comes: it is deleted by name, not left running.
+    let mut w = World::new(spec(""), 2, 1);
+    w.step();
+    w.children.clear();
+    w.spec.control.revision = 1;
+    w.spec.control.cancel = true;
+    w.spec.control.requested_by = Some("ops".into());
+    let d = w.step();
+    assert_eq!(
+        d.actions,
+        vec![Action::DeleteChild {
+            name: "ro-sw-0".into()
+        }]
+    );
+    assert_eq!(w.phase(), RolloutPhase::Cancelled);
+    assert_eq!(w.status.counts.cancelled, 2);
+}
