@@ -495,10 +495,10 @@ async fn fail(
             "{}ToFailed",
             previous.phase.map_or("None", RolloutPhase::as_str)
         ),
-        format!(
-            "{} → Failed: {reason}: {message}",
-            previous.phase.map_or("(none)", RolloutPhase::as_str)
-        ),
+        match previous.phase {
+            Some(p) => format!("{} → Failed: {reason}: {message}", p.as_str()),
+            None => format!("Failed: {reason}: {message}"),
+        },
     )
     .await;
     Ok(KubeAction::await_change())

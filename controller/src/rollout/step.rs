@@ -1188,11 +1188,15 @@ fn decided(
     if previous.phase != d.s.phase {
         let from = previous.phase.map_or("None", RolloutPhase::as_str);
         let to = d.s.phase.map_or("None", RolloutPhase::as_str);
-        let message = format!(
-            "{} → {to}: {}",
-            previous.phase.map_or("(none)", RolloutPhase::as_str),
-            d.s.message.as_deref().unwrap_or_default()
-        );
+        // A first phase has no arrow: there was no phase to come from.
+        let message = match previous.phase {
+            Some(p) => format!(
+                "{} → {to}: {}",
+                p.as_str(),
+                d.s.message.as_deref().unwrap_or_default()
+            ),
+            None => format!("{to}: {}", d.s.message.as_deref().unwrap_or_default()),
+        };
         let warning = matches!(d.s.phase, Some(RolloutPhase::Halted | RolloutPhase::Failed));
         d.note(warning, "PhaseTransition", format!("{from}To{to}"), message);
     }
