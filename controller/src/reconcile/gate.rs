@@ -63,53 +63,37 @@ pub trait GatedKind:
     fn gate_view(&self) -> GateView;
 }
 
-impl GatedKind for IOSXEOperationalAction {
-    const GATE: Gate = Gate::WriteClass;
-    fn device_name(&self) -> Option<&str> {
-        Some(&self.spec.device_ref.name)
-    }
-    fn gate_view(&self) -> GateView {
-        let s = self.status.clone().unwrap_or_default();
-        GateView {
-            terminal: s.phase.is_some_and(|p| p.is_terminal()),
-            reason: s.reason,
-            observed_generation: s.observed_generation,
-            conditions: s.conditions,
+/// `GatedKind` for a kind whose status has `phase` (with `is_terminal`),
+/// `reason`, `observedGeneration` and `conditions`.
+macro_rules! gated_kind {
+    ($kind:ty, $gate:expr, |$obj:ident| $device:expr) => {
+        impl GatedKind for $kind {
+            const GATE: Gate = $gate;
+            fn device_name(&self) -> Option<&str> {
+                let $obj = self;
+                $device
+            }
+            fn gate_view(&self) -> GateView {
+                let s = self.status.clone().unwrap_or_default();
+                GateView {
+                    terminal: s.phase.is_some_and(|p| p.is_terminal()),
+                    reason: s.reason,
+                    observed_generation: s.observed_generation,
+                    conditions: s.conditions,
+                }
+            }
         }
-    }
+    };
 }
 
-impl GatedKind for IOSXESoftwareUpgrade {
-    const GATE: Gate = Gate::SoftwareUpgrade;
-    fn device_name(&self) -> Option<&str> {
-        Some(&self.spec.device_ref.name)
-    }
-    fn gate_view(&self) -> GateView {
-        let s = self.status.clone().unwrap_or_default();
-        GateView {
-            terminal: s.phase.is_some_and(|p| p.is_terminal()),
-            reason: s.reason,
-            observed_generation: s.observed_generation,
-            conditions: s.conditions,
-        }
-    }
-}
-
-impl GatedKind for IOSXESoftwareRollout {
-    const GATE: Gate = Gate::SoftwareUpgrade;
-    fn device_name(&self) -> Option<&str> {
-        None
-    }
-    fn gate_view(&self) -> GateView {
-        let s = self.status.clone().unwrap_or_default();
-        GateView {
-            terminal: s.phase.is_some_and(|p| p.is_terminal()),
-            reason: s.reason,
-            observed_generation: s.observed_generation,
-            conditions: s.conditions,
-        }
-    }
-}
+gated_kind!(IOSXEOperationalAction, Gate::WriteClass, |a| Some(
+    &a.spec.device_ref.name
+));
+gated_kind!(IOSXESoftwareUpgrade, Gate::SoftwareUpgrade, |u| Some(
+    &u.spec.device_ref.name
+));
+// A fleet kind: served only by a controller not scoped to one device.
+gated_kind!(IOSXESoftwareRollout, Gate::SoftwareUpgrade, |_r| None);
 
 /// The decision for one object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -47,7 +47,7 @@ use k8s_openapi::NamespaceResourceScope;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use prometheus_client::registry::Registry;
 use serde::de::DeserializeOwned;
@@ -428,6 +428,34 @@ async fn drive<K, F, Fut>(
     }
 }
 
+/// [`drive`] over every object of kind `K` in scope, with no other trigger.
+async fn drive_all<K, F, Fut>(
+    ctx: &Arc<Context>,
+    reconcile: F,
+    shutdown: &CancellationToken,
+    abort: &CancellationToken,
+) where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    F: FnMut(Arc<K>, Arc<Context>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Action, ReconcileError>> + Send + 'static,
+{
+    let api = api_for::<K>(&ctx.client, &ctx.settings.scope);
+    drive(
+        Controller::new(api, watcher::Config::default()),
+        reconcile,
+        ctx.clone(),
+        shutdown.clone(),
+        abort.clone(),
+    )
+    .await;
+}
+
 /// Runs every controller of `ctx.settings` until `shutdown` fires; a
 /// reconcile in flight is allowed to finish. A gated kind runs its full
 /// reconciler while its gate is on, and the gate reporter while it is off.
@@ -446,8 +474,13 @@ pub async fn run_fenced(ctx: Arc<Context>, shutdown: CancellationToken, abort: C
     if let Some(d) = &scope.device {
         device_cfg = device_cfg.fields(&format!("metadata.name={d}"));
     }
+    let device_controller =
+        Controller::new(api_for::<CiscoDevice>(&client, &scope), device_cfg.clone());
+    // The rollout reconciler reads devices and upgrades from the stores of
+    // their own controllers: one watch and one copy of each.
+    let device_store = device_controller.store();
     let devices = drive(
-        Controller::new(api_for::<CiscoDevice>(&client, &scope), device_cfg.clone()),
+        device_controller,
         device::reconcile,
         ctx.clone(),
         shutdown.clone(),
@@ -490,38 +523,27 @@ pub async fn run_fenced(ctx: Arc<Context>, shutdown: CancellationToken, abort: C
     let gates = ctx.settings.gates;
     let actions = async {
         if gates.is_enabled(Gate::WriteClass) {
-            drive(
-                Controller::new(
-                    api_for::<IOSXEOperationalAction>(&client, &scope),
-                    watcher::Config::default(),
-                ),
-                action::reconcile,
-                ctx.clone(),
-                shutdown.clone(),
-                abort.clone(),
-            )
-            .await;
+            drive_all::<IOSXEOperationalAction, _, _>(&ctx, action::reconcile, &shutdown, &abort)
+                .await;
         } else {
-            drive(
-                Controller::new(
-                    api_for::<IOSXEOperationalAction>(&client, &scope),
-                    watcher::Config::default(),
-                ),
+            drive_all::<IOSXEOperationalAction, _, _>(
+                &ctx,
                 gate::reconcile::<IOSXEOperationalAction>,
-                ctx.clone(),
-                shutdown.clone(),
-                abort.clone(),
+                &shutdown,
+                &abort,
             )
             .await;
         }
     };
+    let upgrade_controller = Controller::new(
+        api_for::<IOSXESoftwareUpgrade>(&client, &scope),
+        watcher::Config::default(),
+    );
+    let upgrade_store = upgrade_controller.store();
     let upgrades = async {
         if gates.is_enabled(Gate::SoftwareUpgrade) {
             drive(
-                Controller::new(
-                    api_for::<IOSXESoftwareUpgrade>(&client, &scope),
-                    watcher::Config::default(),
-                ),
+                upgrade_controller,
                 upgrade::reconcile,
                 ctx.clone(),
                 shutdown.clone(),
@@ -530,10 +552,7 @@ pub async fn run_fenced(ctx: Arc<Context>, shutdown: CancellationToken, abort: C
             .await;
         } else {
             drive(
-                Controller::new(
-                    api_for::<IOSXESoftwareUpgrade>(&client, &scope),
-                    watcher::Config::default(),
-                ),
+                upgrade_controller,
                 gate::reconcile::<IOSXESoftwareUpgrade>,
                 ctx.clone(),
                 shutdown.clone(),
@@ -548,41 +567,17 @@ pub async fn run_fenced(ctx: Arc<Context>, shutdown: CancellationToken, abort: C
             return;
         }
         if !gates.is_enabled(Gate::SoftwareUpgrade) {
-            drive(
-                Controller::new(
-                    api_for::<IOSXESoftwareRollout>(&client, &scope),
-                    watcher::Config::default(),
-                ),
+            drive_all::<IOSXESoftwareRollout, _, _>(
+                &ctx,
                 gate::reconcile::<IOSXESoftwareRollout>,
-                ctx.clone(),
-                shutdown.clone(),
-                abort.clone(),
+                &shutdown,
+                &abort,
             )
             .await;
             return;
         }
-        // The children and devices a decision reads come from these caches,
-        // not from a list per reconcile.
+        let caches = Arc::new(rollout::Caches::new(upgrade_store, device_store));
         let children_cfg = watcher::Config::default().labels(ROLLOUT_UID_LABEL);
-        let (children, children_writer) = reflector::store::<IOSXESoftwareUpgrade>();
-        let (devices, devices_writer) = reflector::store::<CiscoDevice>();
-        let feeds = futures::future::join(
-            watcher(
-                api_for::<IOSXESoftwareUpgrade>(&client, &scope),
-                children_cfg.clone(),
-            )
-            .default_backoff()
-            .reflect(children_writer)
-            .for_each(|_| futures::future::ready(())),
-            watcher(
-                api_for::<CiscoDevice>(&client, &scope),
-                watcher::Config::default(),
-            )
-            .default_backoff()
-            .reflect(devices_writer)
-            .for_each(|_| futures::future::ready(())),
-        );
-        let caches = Arc::new(rollout::Caches::new(children, devices));
         let controller = Controller::new(
             api_for::<IOSXESoftwareRollout>(&client, &scope),
             watcher::Config::default(),
@@ -613,17 +608,14 @@ pub async fn run_fenced(ctx: Arc<Context>, shutdown: CancellationToken, abort: C
                         .collect::<Vec<_>>()
                 },
             );
-        let run = drive(
+        drive(
             controller,
             move |obj, ctx| rollout::reconcile(obj, ctx, caches.clone()),
             ctx.clone(),
             shutdown.clone(),
             abort.clone(),
-        );
-        tokio::select! {
-            () = run => {}
-            _ = feeds => {}
-        }
+        )
+        .await;
     };
     futures::join!(devices, operations, actions, upgrades, rollouts);
     // Transfers run in tasks of their own; none outlives the controllers, so

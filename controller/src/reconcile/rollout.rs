@@ -41,10 +41,10 @@ use crate::rollout::{Action, ChildObs, DeviceInfo, DeviceObs, Observation, Plan,
 /// Kind name in metrics and logs.
 pub const KIND: &str = "IOSXESoftwareRollout";
 
-/// The caches the rollout reconciler reads, and the frozen plans it has
-/// loaded (by rollout UID).
+/// The caches the rollout reconciler reads (the stores of the upgrade and
+/// device controllers), and the frozen plans it has loaded (by rollout UID).
 pub struct Caches {
-    /// Every IOSXESoftwareUpgrade served.
+    /// Every IOSXESoftwareUpgrade served (children are told by their label).
     pub upgrades: Store<IOSXESoftwareUpgrade>,
     /// Every CiscoDevice served.
     pub devices: Store<CiscoDevice>,
