@@ -376,6 +376,23 @@ where
     }
 }
 
+/// A kind a controller can drive.
+trait DrivenKind:
+    Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static
+{
+}
+
+impl<K> DrivenKind for K where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 async fn drive<K, F, Fut>(
     controller: Controller<K>,
     reconcile: F,
@@ -383,13 +400,7 @@ async fn drive<K, F, Fut>(
     shutdown: CancellationToken,
     abort: CancellationToken,
 ) where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: DrivenKind,
     F: FnMut(Arc<K>, Arc<Context>) -> Fut + Send + 'static,
     Fut: Future<Output = Result<Action, ReconcileError>> + Send + 'static,
 {
@@ -435,13 +446,7 @@ async fn drive_all<K, F, Fut>(
     shutdown: &CancellationToken,
     abort: &CancellationToken,
 ) where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: DrivenKind + Resource<Scope = NamespaceResourceScope>,
     F: FnMut(Arc<K>, Arc<Context>) -> Fut + Send + 'static,
     Fut: Future<Output = Result<Action, ReconcileError>> + Send + 'static,
 {
