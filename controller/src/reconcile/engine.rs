@@ -84,7 +84,8 @@ has_status! {
 
 // ---- status and finalizer writes ----------------------------------------
 
-fn post_params() -> PostParams {
+/// Create parameters with [`MANAGER`] as field manager.
+pub(crate) fn post_params() -> PostParams {
     PostParams {
         dry_run: false,
         field_manager: Some(MANAGER.to_owned()),

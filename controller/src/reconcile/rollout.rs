@@ -18,15 +18,15 @@ use std::sync::{Arc, Mutex};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{DeleteParams, ObjectMeta, PostParams};
+use kube::api::{DeleteParams, ObjectMeta};
 use kube::runtime::controller::Action as KubeAction;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::Store;
 use kube::{Api, Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
-use super::engine::{self, write_status};
-use super::{Context, MANAGER, ReconcileError, ns_name};
+use super::engine::{self, post_params, write_status};
+use super::{Context, ReconcileError, ns_name};
 use crate::crd::common::DeviceRef;
 use crate::crd::rollout::{
     FrozenPlan, IOSXESoftwareRolloutStatus, PLAN_KEY, ROLLOUT_NAME_LABEL, ROLLOUT_UID_LABEL,
@@ -109,13 +109,6 @@ fn name_label(name: &str) -> String {
         .to_owned()
 }
 
-fn post_params() -> PostParams {
-    PostParams {
-        dry_run: false,
-        field_manager: Some(MANAGER.to_owned()),
-    }
-}
-
 fn api_code(e: &kube::Error) -> Option<u16> {
     match e {
         kube::Error::Api(s) => Some(s.code),
@@ -187,8 +180,14 @@ pub async fn reconcile(
                 }
             };
             let (plan, hash, cm) = match store_plan(&ctx, &ro, &ns, plan).await? {
-                Ok(stored) => stored,
-                Err(why) => return fail(&ctx, &api, &ro, "PlanUnavailable", why, now).await,
+                Stored::Plan(plan, hash, cm) => (plan, hash, cm),
+                Stored::Refused(why) => {
+                    return fail(&ctx, &api, &ro, "PlanUnavailable", why, now).await;
+                }
+                Stored::Wait(why) => {
+                    tracing::info!(rollout = %name, %why, "waiting to freeze the plan");
+                    return Ok(KubeAction::requeue(PLAN_WAIT));
+                }
             };
             let plan = Arc::new(plan);
             caches.keep_plan(&uid, &hash, plan.clone());
@@ -382,6 +381,21 @@ pub fn child_upgrade(
     up
 }
 
+/// How long to wait for the plan ConfigMap of an earlier rollout of the same
+/// name to be garbage-collected.
+const PLAN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What became of the frozen plan.
+enum Stored {
+    /// Stored (or adopted): the plan, its hash, the ConfigMap's name.
+    Plan(Plan, String, String),
+    /// The ConfigMap's name is taken by something else.
+    Refused(String),
+    /// The name is held by an earlier rollout's ConfigMap that the garbage
+    /// collector will remove.
+    Wait(String),
+}
+
 /// Writes the frozen plan to its immutable ConfigMap, or adopts the one a
 /// previous pass of this rollout wrote (a controller killed between the
 /// ConfigMap and the status): the plan is frozen once.
@@ -390,7 +404,7 @@ async fn store_plan(
     ro: &IOSXESoftwareRollout,
     ns: &str,
     plan: Plan,
-) -> Result<Result<(Plan, String, String), String>, ReconcileError> {
+) -> Result<Stored, ReconcileError> {
     let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
     let cm_name = plan_config_map_name(&ro.name_any());
     let uid = ro.uid().unwrap_or_default();
@@ -418,20 +432,31 @@ async fn store_plan(
         ..ConfigMap::default()
     };
     match cms.create(&post_params(), &cm).await {
-        Ok(_) => Ok(Ok((plan, hash, cm_name))),
+        Ok(_) => Ok(Stored::Plan(plan, hash, cm_name)),
         Err(e) if api_code(&e) == Some(409) => {
             let existing = cms.get(&cm_name).await?;
             if existing.labels().get(ROLLOUT_UID_LABEL) != Some(&uid) {
-                return Ok(Err(format!(
-                    "ConfigMap {cm_name} exists and does not belong to this rollout; delete it or rename the rollout"
-                )));
+                let earlier_rollout = existing
+                    .owner_references()
+                    .iter()
+                    .any(|o| o.kind == "IOSXESoftwareRollout" && o.name == ro.name_any());
+                return Ok(if earlier_rollout {
+                    Stored::Wait(format!(
+                        "ConfigMap {cm_name} belongs to an earlier rollout of this name and is being garbage-collected"
+                    ))
+                } else {
+                    Stored::Refused(format!(
+                        "ConfigMap {cm_name} exists and does not belong to this rollout; delete it or rename the rollout"
+                    ))
+                });
             }
-            let stored = match parse_plan(&existing, &cm_name)? {
-                Ok(p) => p,
-                Err(why) => return Ok(Err(why)),
-            };
-            let hash = stored.hash(&ro.spec.plan);
-            Ok(Ok((stored, hash, cm_name)))
+            Ok(match parse_plan(&existing, &cm_name)? {
+                Ok(stored) => {
+                    let hash = stored.hash(&ro.spec.plan);
+                    Stored::Plan(stored, hash, cm_name)
+                }
+                Err(why) => Stored::Refused(why),
+            })
         }
         Err(e) => Err(e.into()),
     }
