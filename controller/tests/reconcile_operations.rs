@@ -34,10 +34,12 @@ fn phase(op: &DeviceOperation) -> Option<OperationPhase> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_runs_end_to_end_once() {
-    let (client, ns) = setup("ops-all").await;
-    let fleet = fleet("c9300-17.18", 1).await;
-    let sim = fleet.device("sim-0").unwrap();
-    let ctl = Controllers::start(&client, settings(ns.name()));
+    let fx = Fixture::builder("ops-all")
+        .fleet("c9300-17.18", 1)
+        .controllers(settings)
+        .start()
+        .await;
+    let (client, ns, sim) = (fx.client.clone(), fx.namespace(), fx.sim(0));
 
     device(&client, ns.name(), "sw1", sim.addr().port()).await;
     let dev = device_ready(&client, ns.name(), "sw1").await;
@@ -221,16 +223,17 @@ async fn every_kind_runs_end_to_end_once() {
         "{reasons:?}"
     );
 
-    ctl.stop().await;
-    ns.delete().await;
+    fx.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ios_xe_17_14_learns_unimplemented_once_then_fails_fast() {
-    let (client, ns) = setup("ops-1714").await;
-    let fleet = fleet("c9300-17.14", 1).await;
-    let sim = fleet.device("sim-0").unwrap();
-    let ctl = Controllers::start(&client, settings(ns.name()));
+    let fx = Fixture::builder("ops-1714")
+        .fleet("c9300-17.14", 1)
+        .controllers(settings)
+        .start()
+        .await;
+    let (client, ns, sim) = (fx.client.clone(), fx.namespace(), fx.sim(0));
 
     device(&client, ns.name(), "old", sim.addr().port()).await;
     let dev = device_ready(&client, ns.name(), "old").await;
@@ -331,8 +334,7 @@ async fn ios_xe_17_14_learns_unimplemented_once_then_fails_fast() {
         "{events:#?}"
     );
 
-    ctl.stop().await;
-    ns.delete().await;
+    fx.finish().await;
 }
 
 async fn put_file(port: u16, path: &str, content: Bytes) {
@@ -359,9 +361,12 @@ async fn put_file(port: u16, path: &str, content: Bytes) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_file_get_spills_to_an_owned_config_map() {
-    let (client, ns) = setup("ops-spill").await;
-    let fleet = fleet("c9300-17.18", 1).await;
-    let sim = fleet.device("sim-0").unwrap();
+    let fx = Fixture::builder("ops-spill")
+        .fleet("c9300-17.18", 1)
+        .controllers(settings)
+        .start()
+        .await;
+    let (client, ns, sim) = (fx.client.clone(), fx.namespace(), fx.sim(0));
     let port = sim.addr().port();
     // 200 KiB of text: far over the 64 KiB inline limit.
     let text: String = (0..4000)
@@ -370,7 +375,6 @@ async fn a_large_file_get_spills_to_an_owned_config_map() {
     assert!(text.len() > 200_000);
     put_file(port, "flash:/cvk/big.log", Bytes::from(text.clone())).await;
 
-    let ctl = Controllers::start(&client, settings(ns.name()));
     device(&client, ns.name(), "sw", port).await;
     operation(
         &client,
@@ -443,19 +447,20 @@ async fn a_large_file_get_spills_to_an_owned_config_map() {
         "mine"
     );
 
-    ctl.stop().await;
-    ns.delete().await;
+    fx.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_get_output_is_redacted() {
-    let (client, ns) = setup("ops-redact").await;
-    let fleet = fleet("c9300-17.18", 1).await;
-    let sim = fleet.device("sim-0").unwrap();
+    let fx = Fixture::builder("ops-redact")
+        .fleet("c9300-17.18", 1)
+        .controllers(settings)
+        .start()
+        .await;
+    let (client, ns, sim) = (fx.client.clone(), fx.namespace(), fx.sim(0));
     let port = sim.addr().port();
     let config = "hostname sw\nenable secret 9 $9$hashhash\nusername cvk privilege 15 password 0 topsecret\nsnmp-server community public-ro RO\nend\n";
     put_file(port, "flash:/cvk/running.cfg", Bytes::from(config)).await;
-    let ctl = Controllers::start(&client, settings(ns.name()));
     device(&client, ns.name(), "sw", port).await;
     operation(
         &client,
@@ -486,16 +491,17 @@ async fn file_get_output_is_redacted() {
     for secret in ["hashhash", "topsecret", "public-ro"] {
         assert!(!raw.contains(secret), "{secret} leaked: {raw}");
     }
-    ctl.stop().await;
-    ns.delete().await;
+    fx.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finished_operations_expire_after_their_ttl() {
-    let (client, ns) = setup("ops-ttl").await;
-    let fleet = fleet("c9300-17.18", 1).await;
-    let sim = fleet.device("sim-0").unwrap();
-    let ctl = Controllers::start(&client, settings(ns.name()));
+    let fx = Fixture::builder("ops-ttl")
+        .fleet("c9300-17.18", 1)
+        .controllers(settings)
+        .start()
+        .await;
+    let (client, ns, sim) = (fx.client.clone(), fx.namespace(), fx.sim(0));
     device(&client, ns.name(), "sw", sim.addr().port()).await;
 
     let _: DeviceOperation = create(
@@ -544,16 +550,17 @@ async fn finished_operations_expire_after_their_ttl() {
         "probe + two operations"
     );
 
-    ctl.stop().await;
-    ns.delete().await;
+    fx.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gated_kinds_never_reach_the_device_and_say_so_once() {
-    let (client, ns) = setup("gates").await;
-    let fleet = fleet("c9300-17.18", 1).await;
-    let sim = fleet.device("sim-0").unwrap();
-    let ctl = Controllers::start(&client, settings(ns.name()));
+    let fx = Fixture::builder("gates")
+        .fleet("c9300-17.18", 1)
+        .controllers(settings)
+        .start()
+        .await;
+    let (client, ns, sim) = (fx.client.clone(), fx.namespace(), fx.sim(0));
     device(&client, ns.name(), "cat9000-5", sim.addr().port()).await;
     device_ready(&client, ns.name(), "cat9000-5").await;
     sim.clear_journal();
@@ -650,18 +657,21 @@ async fn gated_kinds_never_reach_the_device_and_say_so_once() {
     let journal = sim.journal();
     assert!(journal.is_empty(), "the device saw: {journal:#?}");
 
-    ctl.stop().await;
-    ns.delete().await;
+    fx.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gnoi_disabled_builds_no_client() {
-    let (client, ns) = setup("disabled").await;
-    let fleet = fleet("c9300-17.18", 1).await;
-    let sim = fleet.device("sim-0").unwrap();
-    let mut s = settings(ns.name());
-    s.gnoi.disabled = true;
-    let ctl = Controllers::start(&client, s);
+    let fx = Fixture::builder("disabled")
+        .fleet("c9300-17.18", 1)
+        .controllers(|ns| {
+            let mut s = settings(ns);
+            s.gnoi.disabled = true;
+            s
+        })
+        .start()
+        .await;
+    let (client, ns, sim) = (fx.client.clone(), fx.namespace(), fx.sim(0));
     device(&client, ns.name(), "sw", sim.addr().port()).await;
     operation(&client, ns.name(), "t", "sw", "GNOITime", Value::Null).await;
     let op = finished(&client, ns.name(), "t").await;
@@ -678,21 +688,22 @@ async fn gnoi_disabled_builds_no_client() {
     assert_eq!(ds.phase, Some(DevicePhase::Pending));
     assert_eq!(ready_reason(&ds.conditions), "GNOIDisabled");
     assert!(sim.journal().is_empty());
-    ctl.stop().await;
-    ns.delete().await;
+    fx.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_device_scope_leaves_other_devices_alone() {
-    let (client, ns) = setup("scope").await;
-    let fleet = fleet("c9300-26.01", 2).await;
-    let (a, b) = (
-        fleet.device("sim-0").unwrap(),
-        fleet.device("sim-1").unwrap(),
-    );
-    let mut s = settings(ns.name());
-    s.scope.device = Some("a".into());
-    let ctl = Controllers::start(&client, s);
+    let fx = Fixture::builder("scope")
+        .fleet("c9300-26.01", 2)
+        .controllers(|ns| {
+            let mut s = settings(ns);
+            s.scope.device = Some("a".into());
+            s
+        })
+        .start()
+        .await;
+    let (client, ns) = (fx.client.clone(), fx.namespace());
+    let (a, b) = (fx.sim(0), fx.sim(1));
     device(&client, ns.name(), "a", a.addr().port()).await;
     device(&client, ns.name(), "b", b.addr().port()).await;
     operation(&client, ns.name(), "on-a", "a", "GNOIOSVerify", Value::Null).await;
@@ -709,8 +720,7 @@ async fn one_device_scope_leaves_other_devices_alone() {
     let devices: Api<CiscoDevice> = Api::namespaced(client.clone(), ns.name());
     assert_eq!(devices.get("b").await.unwrap().status, None);
     assert!(b.journal().is_empty(), "{:#?}", b.journal());
-    ctl.stop().await;
-    ns.delete().await;
+    fx.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -806,10 +816,12 @@ async fn mutual_tls_from_secrets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operations_wait_for_their_device_and_unreachable_devices_say_so() {
-    let (client, ns) = setup("ops-wait").await;
-    let fleet = fleet("c9300-26.01", 1).await;
-    let sim = fleet.device("sim-0").unwrap();
-    let ctl = Controllers::start(&client, settings(ns.name()));
+    let fx = Fixture::builder("ops-wait")
+        .fleet("c9300-26.01", 1)
+        .controllers(settings)
+        .start()
+        .await;
+    let (client, ns, sim) = (fx.client.clone(), fx.namespace(), fx.sim(0));
 
     // No device yet: the operation waits, Pending, and says why once.
     operation(
@@ -882,6 +894,26 @@ async fn operations_wait_for_their_device_and_unreachable_devices_say_so() {
     assert_eq!(phase(&op), Some(OperationPhase::Failed));
     assert_eq!(ready_reason(&op.status.unwrap().conditions), "Unavailable");
 
-    ctl.stop().await;
-    ns.delete().await;
+    fx.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fixture_dropped_half_way_deletes_its_namespace() {
+    use k8s_openapi::api::core::v1::Namespace;
+    let fx = Fixture::builder("fixture-drop")
+        .fleet("c9300-17.18", 1)
+        .controllers(settings)
+        .device("sw", 0)
+        .start()
+        .await;
+    let client = fx.client.clone();
+    let name = fx.namespace().name().to_owned();
+    device_ready(&client, &name, "sw").await;
+    // As a failed assertion would: no finish().
+    drop(fx);
+    let ns = Api::<Namespace>::all(client).get_opt(&name).await.unwrap();
+    assert!(
+        ns.is_none_or(|n| n.metadata.deletion_timestamp.is_some()),
+        "namespace {name} is still there and not being deleted"
+    );
 }

@@ -68,6 +68,160 @@ impl Drop for Controllers {
     }
 }
 
+/// One reconciler test's world: a namespace of its own on the shared
+/// control plane, a simulator fleet, the controllers, and CiscoDevices for
+/// fleet members. Dropping it tears everything down (controllers cancelled,
+/// namespace deleted), also when an assertion failed half-way;
+/// [`Fixture::finish`] does the same gracefully, waiting for the
+/// controllers to stop.
+///
+/// ```ignore
+/// let fx = Fixture::builder("ops-all")
+///     .fleet("c9300-17.18", 1)
+///     .controllers(settings)
+///     .device("sw1", 0)
+///     .start()
+///     .await;
+/// let (client, ns) = (fx.client.clone(), fx.namespace());
+/// ...
+/// fx.finish().await;
+/// ```
+pub struct Fixture {
+    /// A client of the shared control plane.
+    pub client: Client,
+    /// The simulators (`.fleet(..)`), if any.
+    pub fleet: Option<FleetHandle>,
+    ns: Option<TestNamespace>,
+    ctl: Option<Controllers>,
+}
+
+type SettingsFn = Box<dyn FnOnce(&str) -> ControllerSettings + Send>;
+
+/// Builds a [`Fixture`]; `start` creates, in order, the namespace, the
+/// fleet, the controllers and the devices.
+pub struct FixtureBuilder {
+    prefix: String,
+    fleet: Option<(String, usize)>,
+    settings: Option<SettingsFn>,
+    devices: Vec<(String, usize)>,
+}
+
+impl Fixture {
+    /// A world whose namespace is named `<prefix>-<random>`.
+    pub fn builder(prefix: &str) -> FixtureBuilder {
+        FixtureBuilder {
+            prefix: prefix.to_owned(),
+            fleet: None,
+            settings: None,
+            devices: Vec::new(),
+        }
+    }
+
+    /// The test's namespace.
+    pub fn namespace(&self) -> &TestNamespace {
+        self.ns
+            .as_ref()
+            .expect("the namespace lives as long as the fixture")
+    }
+
+    /// Fleet member `i`.
+    pub fn sim(&self, i: usize) -> iosxe_sim::DeviceHandle {
+        self.fleet
+            .as_ref()
+            .expect("a fixture with a fleet")
+            .nth(i)
+            .expect("fleet member")
+    }
+
+    /// Starts the controllers (again, after [`Fixture::stop_controllers`]).
+    pub fn start_controllers(&mut self, settings: ControllerSettings) {
+        assert!(self.ctl.is_none(), "the controllers are running already");
+        self.ctl = Some(Controllers::start(&self.client, settings));
+    }
+
+    /// Stops the controllers and waits (bounded) for them.
+    pub async fn stop_controllers(&mut self) {
+        if let Some(ctl) = self.ctl.take() {
+            ctl.stop().await;
+        }
+    }
+
+    /// Stops the controllers gracefully, then deletes the namespace.
+    pub async fn finish(mut self) {
+        self.stop_controllers().await;
+        if let Some(ns) = self.ns.take() {
+            ns.delete().await;
+        }
+    }
+}
+
+impl FixtureBuilder {
+    /// `n` simulated devices of `profile` (see [`fleet`]).
+    pub fn fleet(mut self, profile: &str, n: usize) -> Self {
+        self.fleet = Some((profile.to_owned(), n));
+        self
+    }
+
+    /// Runs the controllers with `settings(namespace)`.
+    pub fn controllers(
+        mut self,
+        settings: impl FnOnce(&str) -> ControllerSettings + Send + 'static,
+    ) -> Self {
+        self.settings = Some(Box::new(settings));
+        self
+    }
+
+    /// A CiscoDevice `name` (and its credential Secret) for fleet member
+    /// `index`.
+    pub fn device(mut self, name: &str, index: usize) -> Self {
+        self.devices.push((name.to_owned(), index));
+        self
+    }
+
+    /// Creates the world.
+    pub async fn start(self) -> Fixture {
+        let (client, ns) = setup(&self.prefix).await;
+        let mut fx = Fixture {
+            client,
+            fleet: None,
+            ns: Some(ns),
+            ctl: None,
+        };
+        if let Some((profile, n)) = &self.fleet {
+            fx.fleet = Some(fleet(profile, *n).await);
+        }
+        if let Some(settings) = self.settings {
+            let s = settings(fx.namespace().name());
+            fx.start_controllers(s);
+        }
+        for (name, index) in &self.devices {
+            let port = fx.sim(*index).addr().port();
+            device(&fx.client, fx.namespace().name(), name, port).await;
+        }
+        fx
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        // Cancelling is enough for the controllers (they stop at their next
+        // await); the namespace needs an API call, made here when the
+        // runtime allows blocking (multi-threaded test runtimes), else
+        // spawned.
+        drop(self.ctl.take());
+        let Some(ns) = self.ns.take() else {
+            return;
+        };
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            if rt.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
+                tokio::task::block_in_place(|| rt.block_on(ns.delete()));
+            } else {
+                rt.spawn(ns.delete());
+            }
+        }
+    }
+}
+
 /// Settings for tests: the namespace, the insecure listener allowed,
 /// short deadlines.
 pub fn settings(ns: &str) -> ControllerSettings {
