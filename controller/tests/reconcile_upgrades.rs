@@ -14,7 +14,7 @@ use cvk_controller::crd::IOSXESoftwareUpgrade;
 use cvk_controller::crd::upgrade::UpgradePhase;
 use cvk_controller::reconcile::ControllerSettings;
 use iosxe_sim::device::InstallBegin;
-use iosxe_sim::{DeviceHandle, FaultSpec, Fleet, FleetConfig, FleetHandle, ImageSpec, Profile};
+use iosxe_sim::{DeviceHandle, FaultSpec, FleetConfig, ImageSpec, Profile};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{DeleteParams, PostParams};
@@ -38,11 +38,11 @@ fn upgrade_settings(ns: &str) -> ControllerSettings {
     s
 }
 
-async fn sim_fleet(n: usize) -> FleetHandle {
-    let cfg = FleetConfig::new(n, Profile::builtin("c9300-17.18").unwrap())
+/// `n` simulated C9300s that reboot in 400 ms.
+fn upgrade_fleet(n: usize) -> FleetConfig {
+    FleetConfig::new(n, Profile::builtin("c9300-17.18").unwrap())
         .credentials(USER, PASSWORD)
-        .reboot_ms(400);
-    Fleet::start(cfg).await.expect("simulator")
+        .reboot_ms(400)
 }
 
 fn image(version: &str) -> Vec<u8> {
@@ -192,10 +192,13 @@ fn inject(sim: &DeviceHandle, spec: Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configmap_reload_walks_every_phase_with_conditions_and_events() {
-    let (client, ns) = setup("upg-reload").await;
-    let fleet = sim_fleet(1).await;
+    let fx = Fixture::builder("upg-reload")
+        .fleet_config(upgrade_fleet(1))
+        .controllers(upgrade_settings)
+        .start()
+        .await;
+    let (client, ns, fleet) = (fx.client.clone(), fx.namespace(), fx.fleet());
     let sim = fleet.nth(0).unwrap();
-    let ctl = Controllers::start(&client, upgrade_settings(ns.name()));
     device(&client, ns.name(), "sw", sim.addr().port()).await;
     image_configmap(&client, ns.name(), "img", &image(NEW)).await;
     upgrade(
@@ -306,16 +309,18 @@ async fn configmap_reload_walks_every_phase_with_conditions_and_events() {
             .unwrap()
             .is_none()
     );
-    ctl.stop().await;
-    ns.delete().await;
+    fx.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_reboot_stages_without_changing_the_running_version() {
-    let (client, ns) = setup("upg-noreboot").await;
-    let fleet = sim_fleet(1).await;
+    let fx = Fixture::builder("upg-noreboot")
+        .fleet_config(upgrade_fleet(1))
+        .controllers(upgrade_settings)
+        .start()
+        .await;
+    let (client, ns, fleet) = (fx.client.clone(), fx.namespace(), fx.fleet());
     let sim = fleet.nth(0).unwrap();
-    let ctl = Controllers::start(&client, upgrade_settings(ns.name()));
     device(&client, ns.name(), "sw", sim.addr().port()).await;
     image_configmap(&client, ns.name(), "img", &image(NEW)).await;
     let boots_before = sim.snapshot().boot_count;
@@ -366,16 +371,18 @@ async fn no_reboot_stages_without_changing_the_running_version() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    ctl.stop().await;
-    ns.delete().await;
+    fx.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_path_is_checked_through_file_get_and_the_spec_example_is_refused() {
-    let (client, ns) = setup("upg-local").await;
-    let fleet = sim_fleet(2).await;
+    let fx = Fixture::builder("upg-local")
+        .fleet_config(upgrade_fleet(2))
+        .controllers(upgrade_settings)
+        .start()
+        .await;
+    let (client, ns, fleet) = (fx.client.clone(), fx.namespace(), fx.fleet());
     let (sim, sim3) = (fleet.nth(0).unwrap(), fleet.nth(1).unwrap());
-    let ctl = Controllers::start(&client, upgrade_settings(ns.name()));
     device(&client, ns.name(), "sw", sim.addr().port()).await;
     let bytes = image(NEW);
     let (version, path) = stage(&sim, &bytes).await;
@@ -447,8 +454,7 @@ async fn local_path_is_checked_through_file_get_and_the_spec_example_is_refused(
     for m in ["/gnoi.os.OS/Install", ACTIVATE, "/gnoi.file.File/"] {
         assert!(calls(&sim3, m).is_empty(), "{m}");
     }
-    ctl.stop().await;
-    ns.delete().await;
+    fx.finish().await;
 }
 
 /// ISSU on the simulator: a device whose state says it upgrades in
@@ -458,8 +464,12 @@ async fn local_path_is_checked_through_file_get_and_the_spec_example_is_refused(
 /// though it runs the target.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issu_succeeds_only_when_the_device_takes_the_issu_path() {
-    let (client, ns) = setup("upg-issu").await;
-    let fleet = sim_fleet(2).await;
+    let fx = Fixture::builder("upg-issu")
+        .fleet_config(upgrade_fleet(2))
+        .controllers(upgrade_settings)
+        .start()
+        .await;
+    let (client, ns, fleet) = (fx.client.clone(), fx.namespace(), fx.fleet());
     let (capable, plain) = (fleet.nth(0).unwrap(), fleet.nth(1).unwrap());
     capable
         .apply(iosxe_sim::StatePatch {
@@ -467,7 +477,6 @@ async fn issu_succeeds_only_when_the_device_takes_the_issu_path() {
             ..Default::default()
         })
         .unwrap();
-    let ctl = Controllers::start(&client, upgrade_settings(ns.name()));
     device(&client, ns.name(), "issu", capable.addr().port()).await;
     device(&client, ns.name(), "plain", plain.addr().port()).await;
     image_configmap(&client, ns.name(), "img", &image(NEW)).await;
@@ -525,16 +534,18 @@ async fn issu_succeeds_only_when_the_device_takes_the_issu_path() {
     assert_eq!(snap.running_version, NEW);
     assert!(!snap.last_activation_issu);
     assert_eq!(plain.journal_for(ACTIVATE).len(), 1);
-    ctl.stop().await;
-    ns.delete().await;
+    fx.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn booting_the_old_image_rolls_back_or_fails() {
-    let (client, ns) = setup("upg-rollback").await;
-    let fleet = sim_fleet(2).await;
+    let fx = Fixture::builder("upg-rollback")
+        .fleet_config(upgrade_fleet(2))
+        .controllers(upgrade_settings)
+        .start()
+        .await;
+    let (client, ns, fleet) = (fx.client.clone(), fx.namespace(), fx.fleet());
     let (a, b) = (fleet.nth(0).unwrap(), fleet.nth(1).unwrap());
-    let ctl = Controllers::start(&client, upgrade_settings(ns.name()));
     device(&client, ns.name(), "sw-a", a.addr().port()).await;
     device(&client, ns.name(), "sw-b", b.addr().port()).await;
     image_configmap(&client, ns.name(), "img", &image(NEW)).await;
@@ -584,15 +595,17 @@ async fn booting_the_old_image_rolls_back_or_fails() {
     assert_eq!(reason(&without), "VersionMismatch");
     assert_eq!(b.journal_for(ACTIVATE).len(), 1);
     assert_eq!(b.snapshot().running_version, OLD);
-    ctl.stop().await;
-    ns.delete().await;
+    fx.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_reached_through_their_faults() {
-    let (client, ns) = setup("upg-faults").await;
-    let fleet = sim_fleet(6).await;
-    let ctl = Controllers::start(&client, upgrade_settings(ns.name()));
+    let fx = Fixture::builder("upg-faults")
+        .fleet_config(upgrade_fleet(6))
+        .controllers(upgrade_settings)
+        .start()
+        .await;
+    let (client, ns, fleet) = (fx.client.clone(), fx.namespace(), fx.fleet());
     image_configmap(&client, ns.name(), "img", &image(NEW)).await;
     let mut sims = Vec::new();
     for i in 0..6 {
@@ -675,16 +688,18 @@ async fn failures_reached_through_their_faults() {
     assert!(seq.contains(&"TransferInterrupted".to_owned()), "{seq:?}");
     assert_eq!(sims[2].journal_for("/gnoi.os.OS/Install").len(), 2);
     assert_eq!(sims[1].snapshot().running_version, OLD);
-    ctl.stop().await;
-    ns.delete().await;
+    fx.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn windows_locks_and_deletion() {
-    let (client, ns) = setup("upg-window").await;
-    let fleet = sim_fleet(2).await;
+    let fx = Fixture::builder("upg-window")
+        .fleet_config(upgrade_fleet(2))
+        .controllers(upgrade_settings)
+        .start()
+        .await;
+    let (client, ns, fleet) = (fx.client.clone(), fx.namespace(), fx.fleet());
     let (a, b) = (fleet.nth(0).unwrap(), fleet.nth(1).unwrap());
-    let ctl = Controllers::start(&client, upgrade_settings(ns.name()));
     device(&client, ns.name(), "sw-a", a.addr().port()).await;
     device(&client, ns.name(), "sw-b", b.addr().port()).await;
     image_configmap(&client, ns.name(), "img", &image(NEW)).await;
@@ -782,15 +797,17 @@ async fn windows_locks_and_deletion() {
         "{:#?}",
         second.status
     );
-    ctl.stop().await;
-    ns.delete().await;
+    fx.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_source_streams_verifies_the_digest_and_retries() {
-    let (client, ns) = setup("upg-http").await;
-    let fleet = sim_fleet(3).await;
-    let ctl = Controllers::start(&client, upgrade_settings(ns.name()));
+    let fx = Fixture::builder("upg-http")
+        .fleet_config(upgrade_fleet(3))
+        .controllers(upgrade_settings)
+        .start()
+        .await;
+    let (client, ns, fleet) = (fx.client.clone(), fx.namespace(), fx.fleet());
     let dir = tempfile::tempdir().unwrap();
     const OTHER: &str = "17.18.04.0.4300.1771000000";
     std::fs::write(dir.path().join("new.bin"), image(NEW)).unwrap();
@@ -872,8 +889,7 @@ async fn http_source_streams_verifies_the_digest_and_retries() {
     );
     assert_eq!(cut.status.as_ref().unwrap().retry_count, Some(1));
     assert_eq!(sims[2].snapshot().running_version, OTHER);
-    ctl.stop().await;
-    ns.delete().await;
+    fx.finish().await;
 }
 
 /// Reads a walkthrough manifest of `kind/examples` and points it at this
@@ -897,10 +913,13 @@ fn example(file: &str, ns: &str, device: &str, url: &str, sha256: &str) -> Value
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_walkthrough_manifests_reload_and_noreboot() {
-    let (client, ns) = setup("upg-walk").await;
-    let fleet = sim_fleet(2).await;
+    let fx = Fixture::builder("upg-walk")
+        .fleet_config(upgrade_fleet(2))
+        .controllers(upgrade_settings)
+        .start()
+        .await;
+    let (client, ns, fleet) = (fx.client.clone(), fx.namespace(), fx.fleet());
     let (s4, s5) = (fleet.nth(0).unwrap(), fleet.nth(1).unwrap());
-    let ctl = Controllers::start(&client, upgrade_settings(ns.name()));
     device(&client, ns.name(), "cat9000-4", s4.addr().port()).await;
     device(&client, ns.name(), "cat9000-5", s5.addr().port()).await;
     // The walkthrough's target is 26.01.01; the device reports the build.
@@ -1007,17 +1026,21 @@ async fn the_walkthrough_manifests_reload_and_noreboot() {
     // image (the digest cache may let the second object share it).
     assert!(tftp.stats().completed() >= 1, "no complete TFTP download");
     assert!(tftp.stats().bytes() >= bytes.len() as u64);
-    ctl.stop().await;
-    ns.delete().await;
+    fx.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_global_transfer_limit_serialises_transfers() {
-    let (client, ns) = setup("upg-limit").await;
-    let fleet = sim_fleet(3).await;
-    let mut settings = upgrade_settings(ns.name());
-    settings.upgrade.max_concurrent_transfers = 1;
-    let ctl = Controllers::start(&client, settings);
+    let fx = Fixture::builder("upg-limit")
+        .fleet_config(upgrade_fleet(3))
+        .controllers(|ns| {
+            let mut settings = upgrade_settings(ns);
+            settings.upgrade.max_concurrent_transfers = 1;
+            settings
+        })
+        .start()
+        .await;
+    let (client, ns, fleet) = (fx.client.clone(), fx.namespace(), fx.fleet());
     image_configmap(&client, ns.name(), "img", &image(NEW)).await;
     let sims: Vec<_> = (0..3).map(|i| fleet.nth(i).unwrap()).collect();
     for (i, sim) in sims.iter().enumerate() {
@@ -1062,8 +1085,7 @@ async fn the_global_transfer_limit_serialises_transfers() {
             "transfers overlapped with a limit of 1: {spans:?}"
         );
     }
-    ctl.stop().await;
-    ns.delete().await;
+    fx.finish().await;
 }
 
 fn free_port() -> u16 {
@@ -1112,7 +1134,12 @@ fn spawn_controller(
 /// device never sees OS.Activate twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_every_boundary_activates_at_most_once() {
-    let (client, ns) = setup("upg-crash").await;
+    let points_len = 8;
+    let fx = Fixture::builder("upg-crash")
+        .fleet_config(upgrade_fleet(points_len))
+        .start()
+        .await;
+    let (client, ns, fleet) = (fx.client.clone(), fx.namespace(), fx.fleet());
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     cvk_hil::testing::shared_control_plane()
@@ -1137,7 +1164,7 @@ async fn sigkill_at_every_boundary_activates_at_most_once() {
         ),
         ("upgrade-enter-Verifying", UpgradePhase::Succeeded),
     ];
-    let fleet = sim_fleet(points.len()).await;
+    assert_eq!(points.len(), points_len);
     image_configmap(&client, ns.name(), "img", &image(NEW)).await;
     let runs = points.iter().enumerate().map(|(i, (point, want))| {
         let (client, ns, dir, kubeconfig) = (
@@ -1184,5 +1211,5 @@ async fn sigkill_at_every_boundary_activates_at_most_once() {
         let expected = usize::from(want != UpgradePhase::RebootTimeout);
         assert_eq!(activates, expected, "{point}");
     }
-    ns.delete().await;
+    fx.finish().await;
 }

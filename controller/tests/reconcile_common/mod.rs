@@ -101,7 +101,7 @@ type SettingsFn = Box<dyn FnOnce(&str) -> ControllerSettings + Send>;
 /// fleet, the controllers and the devices.
 pub struct FixtureBuilder {
     prefix: String,
-    fleet: Option<(String, usize)>,
+    fleet: Option<FleetConfig>,
     settings: Option<SettingsFn>,
     devices: Vec<(String, usize)>,
 }
@@ -124,13 +124,14 @@ impl Fixture {
             .expect("the namespace lives as long as the fixture")
     }
 
+    /// The simulators.
+    pub fn fleet(&self) -> &FleetHandle {
+        self.fleet.as_ref().expect("a fixture with a fleet")
+    }
+
     /// Fleet member `i`.
     pub fn sim(&self, i: usize) -> iosxe_sim::DeviceHandle {
-        self.fleet
-            .as_ref()
-            .expect("a fixture with a fleet")
-            .nth(i)
-            .expect("fleet member")
+        self.fleet().nth(i).expect("fleet member")
     }
 
     /// Starts the controllers (again, after [`Fixture::stop_controllers`]).
@@ -157,8 +158,17 @@ impl Fixture {
 
 impl FixtureBuilder {
     /// `n` simulated devices of `profile` (see [`fleet`]).
-    pub fn fleet(mut self, profile: &str, n: usize) -> Self {
-        self.fleet = Some((profile.to_owned(), n));
+    pub fn fleet(self, profile: &str, n: usize) -> Self {
+        self.fleet_config(
+            FleetConfig::new(n, Profile::builtin(profile).expect("profile"))
+                .credentials(USER, PASSWORD),
+        )
+    }
+
+    /// A simulator fleet of this configuration (give it [`USER`] and
+    /// [`PASSWORD`] for the devices' credential Secrets).
+    pub fn fleet_config(mut self, cfg: FleetConfig) -> Self {
+        self.fleet = Some(cfg);
         self
     }
 
@@ -187,8 +197,8 @@ impl FixtureBuilder {
             ns: Some(ns),
             ctl: None,
         };
-        if let Some((profile, n)) = &self.fleet {
-            fx.fleet = Some(fleet(profile, *n).await);
+        if let Some(cfg) = self.fleet {
+            fx.fleet = Some(Fleet::start(cfg).await.expect("simulator"));
         }
         if let Some(settings) = self.settings {
             let s = settings(fx.namespace().name());
