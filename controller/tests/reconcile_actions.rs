@@ -174,8 +174,8 @@ async fn lease_holder(client: &Client, ns: &str, device: &str) -> Option<LeaseHo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_is_sent_exactly_once() {
-    let (client, ns) = setup("act-kinds").await;
-    let n = ns.name().to_owned();
+    let mut fx = Fixture::builder("act-kinds").start().await;
+    let (client, n) = (fx.client.clone(), fx.namespace().name().to_owned());
     let fleet = sims("c9300-17.18", 5).await;
     let names = ["sw-reboot", "sw-cancel", "sw-kill", "sw-file", "sw-reset"];
     for (i, d) in names.iter().enumerate() {
@@ -183,7 +183,7 @@ async fn every_kind_is_sent_exactly_once() {
     }
     let content: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
     content_config_map(&client, &n, "startup-bits", &content).await;
-    let ctl = Controllers::start(&client, gate_on(&n));
+    fx.start_controllers(gate_on(&n));
 
     // Reboot, immediately: the device goes down and comes back.
     let reboot = fleet.nth(0).unwrap();
@@ -389,14 +389,13 @@ async fn every_kind_is_sent_exactly_once() {
         "{evs:#?}"
     );
 
-    ctl.stop().await;
-    ns.delete().await;
+    fx.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_server_refuses_mismatched_confirm_wrong_args_and_bad_paths() {
-    let (client, ns) = setup("act-admission").await;
-    let n = ns.name().to_owned();
+    let fx = Fixture::builder("act-admission").start().await;
+    let (client, n) = (fx.client.clone(), fx.namespace().name().to_owned());
     let api: Api<IOSXEOperationalAction> = Api::namespaced(client.clone(), &n);
     let refused = |v: Value| {
         let api = api.clone();
@@ -463,13 +462,13 @@ async fn the_api_server_refuses_mismatched_confirm_wrong_args_and_bad_paths() {
         e.contains("needs a non-zero pid or a non-empty name"),
         "{e}"
     );
-    ns.delete().await;
+    fx.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_and_failures_end_with_a_clear_reason_and_send_nothing_else() {
-    let (client, ns) = setup("act-refuse").await;
-    let n = ns.name().to_owned();
+    let mut fx = Fixture::builder("act-refuse").start().await;
+    let (client, n) = (fx.client.clone(), fx.namespace().name().to_owned());
     let fleet = sims("c9300-17.18", 2).await;
     let sim = fleet.nth(0).unwrap();
     // A separate device for the UNIMPLEMENTED answer: it marks System
@@ -503,7 +502,7 @@ async fn refusals_and_failures_end_with_a_clear_reason_and_send_nothing_else() {
             FaultKind::Unimplemented,
         ))
         .unwrap();
-    let ctl = Controllers::start(&client, gate_on(&n));
+    fx.start_controllers(gate_on(&n));
 
     // (name, device, kind, args block, args, phase, reason, text in the message)
     type Case = (&'static str, &'static str, &'static str, &'static str);
@@ -598,14 +597,13 @@ async fn refusals_and_failures_end_with_a_clear_reason_and_send_nothing_else() {
     for d in ["sw", "old", "down", "sw-unimpl"] {
         assert_eq!(lease_holder(&client, &n, d).await, None, "{d}");
     }
-    ctl.stop().await;
-    ns.delete().await;
+    fx.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upgrade_holding_the_device_blocks_a_reboot_but_not_a_cancel() {
-    let (client, ns) = setup("act-lease").await;
-    let n = ns.name().to_owned();
+    let mut fx = Fixture::builder("act-lease").start().await;
+    let (client, n) = (fx.client.clone(), fx.namespace().name().to_owned());
     let fleet = sims("c9300-17.18", 1).await;
     let sim = fleet.nth(0).unwrap();
     device(&client, &n, "sw", sim.addr().port()).await;
@@ -632,7 +630,7 @@ async fn an_upgrade_holding_the_device_blocks_a_reboot_but_not_a_cancel() {
         locks.acquire(&n, "sw", &holder).await.unwrap(),
         cvk_controller::lease::Acquire::Held
     );
-    let ctl = Controllers::start(&client, gate_on(&n));
+    fx.start_controllers(gate_on(&n));
 
     action(
         &client,
@@ -698,8 +696,7 @@ async fn an_upgrade_holding_the_device_blocks_a_reboot_but_not_a_cancel() {
             .any(|e| e.reason.as_deref() == Some("MutationLeaseBlocked")),
         "{evs:#?}"
     );
-    ctl.stop().await;
-    ns.delete().await;
+    fx.finish().await;
 }
 
 // ---- crash tests: the controller as a process, killed at a pause point ----
@@ -800,8 +797,8 @@ async fn reboot_killed_at(
     point: &str,
     prefix: &str,
 ) -> (IOSXEOperationalAction, FleetHandle, String) {
-    let (client, ns) = setup(prefix).await;
-    let n = ns.name().to_owned();
+    let fx = Fixture::builder(prefix).start().await;
+    let (client, n) = (fx.client.clone(), fx.namespace().name().to_owned());
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     shared_control_plane()
@@ -858,7 +855,7 @@ async fn reboot_killed_at(
     assert!(!ended.finalizers().iter().any(|f| f == FINALIZER));
     assert_eq!(lease_holder(&client, &n, "sw").await, None);
     drop(dir);
-    ns.delete().await;
+    fx.finish().await;
     (done, fleet, metrics)
 }
 
@@ -904,8 +901,8 @@ async fn killed_after_the_dispatch_the_reboot_is_observed_not_resent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dispatched_action_deleted_while_the_controller_is_down_keeps_its_record_until_the_outcome_is_known()
  {
-    let (client, ns) = setup("act-delete").await;
-    let n = ns.name().to_owned();
+    let fx = Fixture::builder("act-delete").start().await;
+    let (client, n) = (fx.client.clone(), fx.namespace().name().to_owned());
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     shared_control_plane()
@@ -971,13 +968,13 @@ async fn a_dispatched_action_deleted_while_the_controller_is_down_keeps_its_reco
     );
     sigkill(&mut second).await;
     assert_eq!(lease_holder(&client, &n, "sw").await, None);
-    ns.delete().await;
+    fx.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_connection_during_dispatch_is_read_back_not_resent() {
-    let (client, ns) = setup("act-unclear").await;
-    let n = ns.name().to_owned();
+    let mut fx = Fixture::builder("act-unclear").start().await;
+    let (client, n) = (fx.client.clone(), fx.namespace().name().to_owned());
     let fleet = sims("c9300-17.18", 1).await;
     let sim = fleet.nth(0).unwrap();
     device(&client, &n, "sw", sim.addr().port()).await;
@@ -995,7 +992,7 @@ async fn a_broken_connection_during_dispatch_is_read_back_not_resent() {
         .once(),
     )
     .unwrap();
-    let ctl = Controllers::start(&client, gate_on(&n));
+    fx.start_controllers(gate_on(&n));
     action(
         &client,
         &n,
@@ -1023,14 +1020,13 @@ async fn a_broken_connection_during_dispatch_is_read_back_not_resent() {
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(sim.journal_for("/gnoi.system.System/Reboot").len(), 1);
-    ctl.stop().await;
-    ns.delete().await;
+    fx.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_left_by_a_finished_action_is_taken_over_but_not_one_of_a_running_action() {
-    let (client, ns) = setup("act-stale-lease").await;
-    let n = ns.name().to_owned();
+    let fx = Fixture::builder("act-stale-lease").start().await;
+    let (client, n) = (fx.client.clone(), fx.namespace().name().to_owned());
     let a = action(&client, &n, "done", "sw", "Reboot", "reboot", json!({})).await;
     let locks = DeviceLocks::new(client.clone(), &n, "test");
     let held_by_action = LeaseHolder {
@@ -1074,5 +1070,5 @@ async fn a_lease_left_by_a_finished_action_is_taken_over_but_not_one_of_a_runnin
         Acquire::Held
     );
     assert_eq!(lease_holder(&client, &n, "sw").await, Some(upgrade));
-    ns.delete().await;
+    fx.finish().await;
 }

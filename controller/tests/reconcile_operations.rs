@@ -14,7 +14,7 @@ use cvk_controller::crd::operation::OperationPhase;
 use cvk_controller::crd::{
     CiscoDevice, DeviceOperation, IOSXEOperationalAction, IOSXESoftwareUpgrade,
 };
-use iosxe_sim::{Fleet, FleetConfig, Profile, TlsOptions};
+use iosxe_sim::{FleetConfig, Profile, TlsOptions};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
@@ -725,28 +725,28 @@ async fn one_device_scope_leaves_other_devices_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_from_secrets() {
-    let (client, ns) = setup("mtls").await;
     let cfg = FleetConfig::new(1, Profile::builtin("c9300-17.18").unwrap())
         .credentials(USER, PASSWORD)
         .tls(TlsOptions {
             mtls: true,
             cert_dir: None,
         });
-    let fleet = Fleet::start(cfg).await.unwrap();
-    let sim = fleet.device("sim-0").unwrap();
-    let files = fleet.cert_files().unwrap().clone();
+    let mut fx = Fixture::builder("mtls").fleet_config(cfg).start().await;
+    let (client, sim) = (fx.client.clone(), fx.sim(0));
+    let ns = fx.namespace().name().to_owned();
+    let files = fx.fleet().cert_files().unwrap().clone();
     let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap();
-    credentials_secret(&client, ns.name(), "tls-sw").await;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns.name());
+    credentials_secret(&client, &ns, "tls-sw").await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let tls: Secret = serde_json::from_value(json!({
         "metadata": { "name": "tls-sw-gnoi" },
         "stringData": { "ca.crt": read(&files.ca_cert), "tls.crt": read(&files.client_cert), "tls.key": read(&files.client_key) },
     })).unwrap();
     secrets.create(&PostParams::default(), &tls).await.unwrap();
-    let mut s = settings(ns.name());
+    let mut s = settings(&ns);
     s.gnoi.insecure = false;
-    let ctl = Controllers::start(&client, s);
-    let _: CiscoDevice = create(&client, ns.name(), json!({
+    fx.start_controllers(s);
+    let _: CiscoDevice = create(&client, &ns, json!({
         "apiVersion": "cisco.vk/v1alpha1", "kind": "CiscoDevice",
         "metadata": { "name": "tls-sw" },
         "spec": { "driver": "XE", "address": "127.0.0.1",
@@ -754,7 +754,7 @@ async fn mutual_tls_from_secrets() {
                   "gnoi": { "port": sim.addr().port(), "transportSecurity": "tls",
                             "tls": { "secretRef": { "name": "tls-sw-gnoi" }, "serverName": "localhost" } } },
     })).await;
-    let dev = device_ready(&client, ns.name(), "tls-sw").await;
+    let dev = device_ready(&client, &ns, "tls-sw").await;
     assert_eq!(
         dev.status.unwrap().running_version.as_deref(),
         Some(sim.snapshot().running_version.as_str())
@@ -769,8 +769,8 @@ async fn mutual_tls_from_secrets() {
         .create(&PostParams::default(), &ca_only)
         .await
         .unwrap();
-    credentials_secret(&client, ns.name(), "no-cert").await;
-    let _: CiscoDevice = create(&client, ns.name(), json!({
+    credentials_secret(&client, &ns, "no-cert").await;
+    let _: CiscoDevice = create(&client, &ns, json!({
         "apiVersion": "cisco.vk/v1alpha1", "kind": "CiscoDevice",
         "metadata": { "name": "no-cert" },
         "spec": { "driver": "XE", "address": "127.0.0.1",
@@ -778,7 +778,7 @@ async fn mutual_tls_from_secrets() {
                   "gnoi": { "port": sim.addr().port(), "transportSecurity": "tls",
                             "tls": { "secretRef": { "name": "ca-only" }, "serverName": "localhost" } } },
     })).await;
-    let devices: Api<CiscoDevice> = Api::namespaced(client.clone(), ns.name());
+    let devices: Api<CiscoDevice> = Api::namespaced(client.clone(), &ns);
     let d = wait_for(&devices, "no-cert", Duration::from_secs(30), |d| {
         d.status
             .as_ref()
@@ -791,7 +791,7 @@ async fn mutual_tls_from_secrets() {
     // A missing Secret is a configuration error that names it.
     let _: CiscoDevice = create(
         &client,
-        ns.name(),
+        &ns,
         json!({
             "apiVersion": "cisco.vk/v1alpha1", "kind": "CiscoDevice",
             "metadata": { "name": "no-secret" },
@@ -810,8 +810,7 @@ async fn mutual_tls_from_secrets() {
     assert_eq!(st.phase, Some(DevicePhase::Error));
     assert_eq!(ready_reason(&st.conditions), "SecretNotFound");
     assert!(st.message.unwrap().contains("\"nowhere\""));
-    ctl.stop().await;
-    ns.delete().await;
+    fx.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

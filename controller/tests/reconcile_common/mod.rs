@@ -159,10 +159,7 @@ impl Fixture {
 impl FixtureBuilder {
     /// `n` simulated devices of `profile` (see [`fleet`]).
     pub fn fleet(self, profile: &str, n: usize) -> Self {
-        self.fleet_config(
-            FleetConfig::new(n, Profile::builtin(profile).expect("profile"))
-                .credentials(USER, PASSWORD),
-        )
+        self.fleet_config(fleet_config(profile, n))
     }
 
     /// A simulator fleet of this configuration (give it [`USER`] and
@@ -247,9 +244,14 @@ pub fn settings(ns: &str) -> ControllerSettings {
 /// `n` simulated devices of `profile` on loopback (plaintext), with
 /// credentials.
 pub async fn fleet(profile: &str, n: usize) -> FleetHandle {
-    let cfg = FleetConfig::new(n, Profile::builtin(profile).expect("profile"))
-        .credentials(USER, PASSWORD);
-    Fleet::start(cfg).await.expect("simulator")
+    Fleet::start(fleet_config(profile, n))
+        .await
+        .expect("simulator")
+}
+
+/// The configuration of [`fleet`].
+pub fn fleet_config(profile: &str, n: usize) -> FleetConfig {
+    FleetConfig::new(n, Profile::builtin(profile).expect("profile")).credentials(USER, PASSWORD)
 }
 
 /// Creates the credential Secret `<device>-credentials`.
