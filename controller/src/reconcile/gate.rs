@@ -21,10 +21,9 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, Resource};
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 use super::engine::{self, HasStatus, write_status};
-use super::{Context, ReconcileError, ns_name};
+use super::{Context, DrivenKind, ReconcileError, ns_name};
 use crate::conditions::{self, DesiredCondition};
 use crate::config::Gate;
 use crate::crd::common::ConditionStatus;
@@ -44,16 +43,7 @@ pub struct GateView {
 }
 
 /// A kind that only runs behind a gate.
-pub trait GatedKind:
-    Resource<DynamicType = (), Scope = NamespaceResourceScope>
-    + HasStatus
-    + Clone
-    + DeserializeOwned
-    + std::fmt::Debug
-    + Send
-    + Sync
-    + 'static
-{
+pub trait GatedKind: DrivenKind + Resource<Scope = NamespaceResourceScope> + HasStatus {
     /// The gate that must be on.
     const GATE: Gate;
     /// spec.deviceRef.name; `None` for a fleet kind (served only by a

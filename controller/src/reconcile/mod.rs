@@ -377,7 +377,7 @@ where
 }
 
 /// A kind a controller can drive.
-trait DrivenKind:
+pub trait DrivenKind:
     Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static
 {
 }
