@@ -1050,29 +1050,33 @@ fn admit(
         let v = values(d);
         let mut fits = true;
         if let Some(v) = v {
-            for (i, dom) in domains.iter().enumerate() {
+            'domains: for (i, dom) in domains.iter().enumerate() {
                 let value = v[i].as_str();
-                let used = dom_unavail[i].get(value).copied().unwrap_or(0) - own;
-                if let Some(m) = dom.max_unavailable
-                    && used + 1 > m as usize
-                {
-                    block(format!(
-                        "{}={value} has {used} unavailable (maxUnavailable {m})",
-                        dom.topology_key
-                    ));
-                    fits = false;
-                    break;
-                }
-                let tr = dom_transfers[i].get(value).copied().unwrap_or(0);
-                if let Some(m) = dom.max_concurrent_transfers
-                    && tr + 1 > m as usize
-                {
-                    block(format!(
-                        "{}={value} has {tr} transferring (maxConcurrentTransfers {m})",
-                        dom.topology_key
-                    ));
-                    fits = false;
-                    break;
+                let limits = [
+                    (
+                        dom_unavail[i].get(value).copied().unwrap_or(0) - own,
+                        dom.max_unavailable,
+                        "unavailable",
+                        "maxUnavailable",
+                    ),
+                    (
+                        dom_transfers[i].get(value).copied().unwrap_or(0),
+                        dom.max_concurrent_transfers,
+                        "transferring",
+                        "maxConcurrentTransfers",
+                    ),
+                ];
+                for (used, limit, what, field) in limits {
+                    if let Some(m) = limit
+                        && used + 1 > m as usize
+                    {
+                        block(format!(
+                            "{}={value} has {used} {what} ({field} {m})",
+                            dom.topology_key
+                        ));
+                        fits = false;
+                        break 'domains;
+                    }
                 }
             }
         }
