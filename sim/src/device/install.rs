@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Device;
 use super::fs::{FileData, FileEntry, discard_spool};
+use super::spool::SpoolFile;
 use crate::error::DomainError;
 use crate::faults::FaultKind;
 use crate::image::{ImageError, ImageValidator};
@@ -178,7 +179,7 @@ impl Device {
                 return Err(InstallFail::new(K::TooLarge, e.to_string()));
             }
         };
-        let writer = match FlashWriter::start(&self.name, file, package_size) {
+        let writer = match FlashWriter::start(&self.name, file, &spool, package_size) {
             Ok(w) => w,
             Err(e) => {
                 self.lock().install = None;
@@ -283,7 +284,8 @@ impl Device {
 const FLASH_WRITER_QUEUE: usize = 8;
 
 /// The write side of an OS.Install: two threads of its own, one appending
-/// each chunk to the spool file and one feeding it to the image validator
+/// each chunk to the spool file ([`SpoolFile`]: `O_DIRECT` where the
+/// filesystem allows it) and one feeding it to the image validator
 /// (SHA-256). Both run beside the gRPC receive path instead of on the async
 /// workers between two reads of the stream, and beside each other, since
 /// each chunk is shared, not copied. Chunks arrive in order over bounded
@@ -300,11 +302,18 @@ impl FlashWriter {
     /// `expected` is the announced package size: the spool file gets its
     /// blocks up front, so that appending does not allocate them page by
     /// page (a hint; ignored where the filesystem cannot).
-    fn start(device: &str, mut file: std::fs::File, expected: u64) -> std::io::Result<FlashWriter> {
+    fn start(
+        device: &str,
+        file: std::fs::File,
+        path: &std::path::Path,
+        expected: u64,
+    ) -> std::io::Result<FlashWriter> {
         let (write_tx, mut write_rx) = tokio::sync::mpsc::channel::<Bytes>(FLASH_WRITER_QUEUE);
         let (hash_tx, mut hash_rx) = tokio::sync::mpsc::channel::<Bytes>(FLASH_WRITER_QUEUE);
         let (written_tx, written) = tokio::sync::oneshot::channel();
         let (hashed_tx, hashed) = tokio::sync::oneshot::channel();
+        let path = path.to_owned();
+        let name = device.to_owned();
         std::thread::Builder::new()
             .name(format!("flash-{device}"))
             .spawn(move || {
@@ -313,15 +322,23 @@ impl FlashWriter {
                     use rustix::fs::{FallocateFlags, fallocate};
                     let _ = fallocate(&file, FallocateFlags::KEEP_SIZE, 0, expected);
                 }
+                let mut spool = SpoolFile::new(file, &path);
                 let mut result = Ok(());
                 while let Some(chunk) = write_rx.blocking_recv() {
-                    if let Err(e) = file.write_all(&chunk) {
+                    if let Err(e) = spool.write(&chunk) {
                         result = Err(e.to_string());
                         break;
                     }
                 }
                 if result.is_ok() {
-                    result = file.flush().map_err(|e| e.to_string());
+                    let direct = spool.is_direct();
+                    result = match spool.finish() {
+                        Ok(bytes) => {
+                            tracing::debug!(device = %name, bytes, direct, "flash write done");
+                            Ok(())
+                        }
+                        Err(e) => Err(e.to_string()),
+                    };
                 }
                 let _ = written_tx.send(result);
             })?;

@@ -24,6 +24,7 @@ mod factory_reset;
 mod fs;
 mod install;
 mod reboot;
+mod spool;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
