@@ -44,7 +44,7 @@ pub(super) const LIVE_DEPTH: usize = 4;
 /// write: the largest logical block size of common disks.
 const ALIGN: usize = 4096;
 
-const _: () = assert!(WRITE_BATCH % ALIGN == 0);
+const _: () = assert!(WRITE_BATCH.is_multiple_of(ALIGN));
 
 /// A batch being gathered: its bytes start at an [`ALIGN`]ed address.
 struct AlignedBatch {
@@ -99,9 +99,9 @@ impl PartialFile {
     /// Writes `batch` at `offset`: direct when the batch, its address and
     /// the offset are block-aligned and the filesystem takes it.
     fn write_at(&mut self, batch: &[u8], offset: u64) -> std::io::Result<()> {
-        let aligned = batch.len() % ALIGN == 0
-            && (batch.as_ptr() as usize) % ALIGN == 0
-            && offset % ALIGN as u64 == 0;
+        let aligned = batch.len().is_multiple_of(ALIGN)
+            && (batch.as_ptr() as usize).is_multiple_of(ALIGN)
+            && offset.is_multiple_of(ALIGN as u64);
         if aligned && let Some(d) = &self.direct {
             match d.write_all_at(batch, offset) {
                 Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
