@@ -14,7 +14,6 @@
 //! Reads run on blocking threads with `pread`, not through `tokio::fs`,
 //! which would read into a buffer of its own and copy again.
 
-use std::os::unix::fs::FileExt;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -86,12 +85,29 @@ impl std::fmt::Debug for ImageStream {
 }
 
 /// Reads `len` bytes at `pos` on a blocking thread, into a buffer of its
-/// own that becomes the chunk.
+/// own that becomes the chunk: `pread` into the buffer's uninitialised
+/// capacity, so the bytes are copied once and the buffer never zeroed.
 fn pread(file: &Arc<std::fs::File>, pos: u64, len: usize) -> JoinHandle<std::io::Result<Bytes>> {
     let file = Arc::clone(file);
     tokio::task::spawn_blocking(move || {
-        let mut buf = vec![0u8; len];
-        file.read_exact_at(&mut buf, pos)?;
+        let mut buf = Vec::with_capacity(len);
+        while buf.len() < len {
+            let at = pos + buf.len() as u64;
+            let n = match rustix::io::pread(&*file, rustix::buffer::spare_capacity(&mut buf), at) {
+                Ok(n) => n,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if n == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "the image file ends at {at} bytes, {} before the read's end",
+                        len - buf.len()
+                    ),
+                ));
+            }
+        }
         Ok(Bytes::from(buf))
     })
 }

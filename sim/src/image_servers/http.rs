@@ -11,7 +11,7 @@ use futures::StreamExt;
 use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::body::Frame;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::io::AsyncSeekExt;
 use tokio_util::sync::CancellationToken;
 
 use super::{FaultKnob, ServerStats, resolve};
@@ -253,8 +253,13 @@ impl Ctx {
         self.stats.started(&path);
         let cut = self.faults.take();
         let stats = Arc::clone(&self.stats);
+        // Read on a blocking thread with std's `read_to_end` into the
+        // chunk's own uninitialised capacity: one copy out of the page
+        // cache, no zeroing (tokio's file reads into a buffer of its own
+        // and copies again).
+        let f = Arc::new(f.into_std().await);
         let state = (f, start, stats, 0u64);
-        let body = futures::stream::unfold(state, move |(mut f, pos, stats, sent)| async move {
+        let body = futures::stream::unfold(state, move |(f, pos, stats, sent)| async move {
             if pos >= end {
                 stats.finished();
                 return None;
@@ -269,9 +274,20 @@ impl Ctx {
             if let Some(limit) = cut {
                 want = want.min((limit - sent) as usize).max(1);
             }
-            let mut buf = vec![0u8; want];
-            match f.read_exact(&mut buf).await {
-                Ok(_) => {
+            let file = Arc::clone(&f);
+            let read = tokio::task::spawn_blocking(move || {
+                use std::io::Read;
+                let mut buf = Vec::with_capacity(want);
+                (&*file).take(want as u64).read_to_end(&mut buf)?;
+                if buf.len() < want {
+                    return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+                }
+                Ok(buf)
+            })
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            match read {
+                Ok(buf) => {
                     stats.sent(want as u64);
                     let n = want as u64;
                     Some((
