@@ -1,16 +1,22 @@
 //! `cvk-bench fetch`: the controller's image sources over loopback, through
 //! `ImageCache` with a fresh cache directory per case, against the
 //! single-core SHA-256 rate of as many bytes and, for TFTP, against curl's
-//! TFTP client on the same server and file.
+//! TFTP client on the same server and file. HTTP, FTP (passive, the
+//! simulator's server), SFTP and SCP (the simulator's SSH server, password
+//! login), and TFTP at each blksize and windowsize.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use cvk_benches::{BENCH_VERSION, MIB, parse_size, rate};
-use cvk_controller::source::{FetchRequest, ImageCache, SourceSettings, TftpOptions};
+use cvk_controller::source::{
+    FetchRequest, ImageCache, SourceSettings, TftpOptions, UrlCredentials,
+};
 use futures::StreamExt;
 use iosxe_sim::ImageSpec;
-use iosxe_sim::image_servers::{HttpServer, TftpServer};
+use iosxe_sim::image_servers::ftp::FtpAuth;
+use iosxe_sim::image_servers::ssh::generate_ed25519;
+use iosxe_sim::image_servers::{FtpServer, HttpServer, SshAuth, SshServer, TftpServer};
 use serde_json::{Value, json};
 
 use super::{FetchArgs, label, mib_s};
@@ -46,6 +52,7 @@ async fn through_cache(
     sha256: &str,
     size: u64,
     tftp: TftpOptions,
+    credentials: Option<UrlCredentials>,
 ) -> anyhow::Result<f64> {
     let cache_dir = tempfile::tempdir().context("cache directory")?;
     let mut settings = SourceSettings::new(cache_dir.path());
@@ -56,7 +63,7 @@ async fn through_cache(
         .open(&FetchRequest {
             url: url.to_owned(),
             sha256: sha256.to_owned(),
-            credentials: None,
+            credentials,
         })
         .await
         .with_context(|| format!("opening {url}"))?;
@@ -165,13 +172,80 @@ pub(crate) async fn run(a: &FetchArgs) -> anyhow::Result<Value> {
         }));
     };
 
-    let s = sha256_rate(size);
-    let r = through_cache(&http.url("img.bin"), &sha256, size, TftpOptions::default()).await?;
+    let s = sha256_rate_best(size, 2);
+    let r = through_cache(
+        &http.url("img.bin"),
+        &sha256,
+        size,
+        TftpOptions::default(),
+        None,
+    )
+    .await?;
     print("http".into(), r, s, None);
+
+    // FTP and SFTP/SCP, with the user and password their servers know.
+    let (user, password) = ("images", "bench");
+    let ftp = FtpServer::start(
+        dir.path(),
+        ([127, 0, 0, 1], 0).into(),
+        FtpAuth {
+            username: user.into(),
+            password: password.into(),
+            anonymous: false,
+        },
+    )
+    .await
+    .context("starting the FTP server")?;
+    let login = UrlCredentials {
+        username: Some(user.into()),
+        password: Some(password.into()),
+        ..Default::default()
+    };
+    let s = sha256_rate_best(size, 2);
+    let r = through_cache(
+        &ftp.url("img.bin"),
+        &sha256,
+        size,
+        TftpOptions::default(),
+        Some(login.clone()),
+    )
+    .await?;
+    print("ftp".into(), r, s, None);
+    let (_, public) = generate_ed25519();
+    let ssh = SshServer::start(
+        dir.path(),
+        ([127, 0, 0, 1], 0).into(),
+        SshAuth {
+            username: user.into(),
+            password: Some(password.into()),
+            authorized_keys: vec![public],
+        },
+    )
+    .await
+    .context("starting the SSH server")?;
+    let ssh_login = UrlCredentials {
+        known_hosts: Some(ssh.known_hosts_line()),
+        ..login
+    };
+    for (name, url) in [
+        ("sftp", ssh.sftp_url("img.bin")),
+        ("scp", ssh.scp_url("img.bin")),
+    ] {
+        let s = sha256_rate_best(size, 2);
+        let r = through_cache(
+            &url,
+            &sha256,
+            size,
+            TftpOptions::default(),
+            Some(ssh_login.clone()),
+        )
+        .await?;
+        print(name.into(), r, s, None);
+    }
 
     for &blksize in &a.blksizes {
         let curl_rate = if curl {
-            let s = sha256_rate(size);
+            let s = sha256_rate_best(size, 2);
             let r = curl_tftp(&tftp.url("img.bin"), blksize, size).await?;
             print(format!("curl tftp blksize {blksize}"), r, s, None);
             Some(r)
@@ -185,8 +259,8 @@ pub(crate) async fn run(a: &FetchArgs) -> anyhow::Result<Value> {
                 timeout: Duration::from_secs(1),
                 retries: 5,
             };
-            let s = sha256_rate(size);
-            let r = through_cache(&tftp.url("img.bin"), &sha256, size, opts).await?;
+            let s = sha256_rate_best(size, 2);
+            let r = through_cache(&tftp.url("img.bin"), &sha256, size, opts, None).await?;
             print(
                 format!("tftp blksize {blksize} windowsize {windowsize}"),
                 r,
