@@ -376,6 +376,32 @@ mod tests {
         assert!(late.from > 0);
     }
 
+    #[test]
+    fn unaligned_writes_and_no_direct_io_go_through_the_page_cache_at_their_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("partial");
+        let data: Vec<u8> = (0..3 * ALIGN + 100).map(|i| (i % 251) as u8).collect();
+        for direct in [true, false] {
+            let file = std::fs::File::create(&path).unwrap();
+            let mut f = PartialFile::open(file, &path);
+            if !direct {
+                // As on a filesystem that refused O_DIRECT at open.
+                f.direct = None;
+            }
+            // An aligned batch, then one at an odd address and length
+            // (the tail), written at their offsets out of order.
+            let mut batch = AlignedBatch::new();
+            batch.extend(&data[..2 * ALIGN]);
+            let batch = batch.freeze();
+            f.write_at(&data[2 * ALIGN + 1..], 2 * ALIGN as u64 + 1)
+                .unwrap();
+            f.write_at(&batch, 0).unwrap();
+            f.write_at(&data[2 * ALIGN..2 * ALIGN + 1], 2 * ALIGN as u64)
+                .unwrap();
+            assert_eq!(std::fs::read(&path).unwrap(), data, "direct {direct}");
+        }
+    }
+
     #[tokio::test]
     async fn a_reader_that_falls_behind_is_dropped_and_the_rest_go_on() {
         let dir = tempfile::tempdir().unwrap();
