@@ -9,9 +9,12 @@
 //!   its reports.
 //! * [`chaos`]: fault trials (controller kills, API server and etcd
 //!   restarts, switch reboots and cuts mid-transfer) and their invariants.
+//! * [`kind`]: a kind cluster built with no registry, the chart installed,
+//!   a simulated fleet behind cluster Services (`cvk-hil cluster kind up`).
 
 pub mod chaos;
 pub mod control_plane;
+pub mod kind;
 pub mod scenario;
 pub mod testing;
 

@@ -35,6 +35,9 @@ enum Command {
     /// The local control plane (a real etcd and kube-apiserver on loopback).
     #[command(subcommand)]
     ControlPlane(ControlPlaneCommand),
+    /// A real cluster the way users run the product.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Run the controller itself (`cvk-hil controller run ...` is
     /// `cvk-controller run ...`); the runner starts it this way, as a
     /// subprocess, so one binary carries both.
@@ -52,7 +55,8 @@ struct RunArgs {
     /// Where the switches come from.
     #[arg(long, env = "CVK_HIL_TARGET", value_enum, default_value_t = TargetArg::Sim)]
     target: TargetArg,
-    /// Which cluster: a local control plane, or the one in --kubeconfig.
+    /// Which cluster: a local control plane, the kind cluster of
+    /// `cvk-hil cluster kind up`, or the one in --kubeconfig.
     #[arg(long, env = "CVK_HIL_CLUSTER", value_enum, default_value_t = ClusterArg::Local)]
     cluster: ClusterArg,
     /// Kubeconfig of an existing cluster (with --cluster kubeconfig;
@@ -121,7 +125,30 @@ enum TargetArg {
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum ClusterArg {
     Local,
+    Kind,
     Kubeconfig,
+}
+
+#[derive(Subcommand, Debug)]
+enum ClusterCommand {
+    /// A kind cluster built here with no container registry: the node image
+    /// from Go modules and Debian packages (cached in ~/.cache/cvk/kind), the
+    /// project's images, the Helm chart (two leader-elected controllers), a
+    /// simulated fleet behind Services. See kind/README.md.
+    #[command(subcommand)]
+    Kind(KindCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum KindCommand {
+    /// Build what is missing, create (or reuse) the cluster, load the
+    /// images, install the chart and the fleet; prints progress.
+    Up,
+    /// Delete the cluster and its network, stop the Docker engine `up`
+    /// started; the caches stay.
+    Down,
+    /// Say whether the cluster runs, and print its kubeconfig path.
+    Status,
 }
 
 #[derive(Subcommand, Debug)]
@@ -176,6 +203,7 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             let code = chaos(args).await?;
             std::process::exit(code);
         }
+        Command::Cluster(ClusterCommand::Kind(cmd)) => kind(cmd).await,
         Command::Controller { .. } => unreachable!("handled before the runtime starts"),
     }
 }
@@ -251,6 +279,16 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
             let yaml = cp.kubeconfig_yaml().to_owned();
             (Some(cp), yaml)
         }
+        ClusterArg::Kind => {
+            let cluster = cvk_hil::kind::KindCluster::existing(&cvk_hil::kind::Paths::from_env()?)
+                .await?;
+            eprintln!(
+                "running on the kind cluster {} ({})",
+                cvk_hil::kind::CLUSTER_NAME,
+                cluster.kubeconfig.display()
+            );
+            (None, cluster.kubeconfig_yaml()?)
+        }
         ClusterArg::Kubeconfig => {
             let path = args
                 .kubeconfig
@@ -305,6 +343,35 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
     } else {
         1
     })
+}
+
+async fn kind(cmd: KindCommand) -> anyhow::Result<()> {
+    use cvk_hil::kind;
+    let paths = kind::Paths::from_env()?;
+    match cmd {
+        KindCommand::Up => {
+            let c = kind::up(&paths, &kind::UpOptions::default()).await?;
+            println!("kubeconfig: {}", c.kubeconfig.display());
+            println!("step timings (s):");
+            for (step, s) in &c.timings {
+                println!("  {step:<16} {s:>7.1}");
+            }
+            Ok(())
+        }
+        KindCommand::Down => kind::down(&paths).await,
+        KindCommand::Status => {
+            let c = kind::KindCluster::existing(&paths).await?;
+            println!("cluster {} runs on {}", kind::CLUSTER_NAME, c.node_image);
+            println!("kubeconfig: {}", c.kubeconfig.display());
+            print!("{}", c.kubectl(["get", "nodes", "-o", "wide"]).await?);
+            print!(
+                "{}",
+                c.kubectl(["-n", kind::SYSTEM_NAMESPACE, "get", "pods", "-o", "wide"])
+                    .await?
+            );
+            Ok(())
+        }
+    }
 }
 
 async fn chaos(args: ChaosArgs) -> anyhow::Result<i32> {

@@ -128,7 +128,7 @@ async fn the_kind_manifests_apply_to_a_real_api_server() {
             .unwrap_or_else(|e| panic!("kind/{rel}: {e}"));
         all.extend(applied);
     }
-    assert_eq!(all.len(), 24, "{all:#?}");
+    assert_eq!(all.len(), 25, "{all:#?}");
     // The devices point at the simulator Service and its ports.
     let devices: Api<CiscoDevice> = Api::namespaced(client.clone(), "cvk-lab");
     let sim1 = devices.get("sim-1").await.unwrap();

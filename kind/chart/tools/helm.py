@@ -4,6 +4,11 @@ through ctypes, for the chart tests.
 
   helm.py install --lib SO --kubeconfig FILE --namespace NS --release NAME \
       --chart DIR [--values JSON]      # prints the release JSON (with "manifest")
+  helm.py upgrade --lib SO --kubeconfig FILE --namespace NS --release NAME \
+      --chart DIR [--values JSON] [--wait SECONDS]
+                                       # `helm upgrade --install`: installs the
+                                       # release or upgrades it in place
+  helm.py uninstall --lib SO --kubeconfig FILE --namespace NS --release NAME
   helm.py lint --lib SO --chart DIR    # prints the lint result JSON
 
 Exit status 0 on success; on failure Helm's error text goes to stderr and
@@ -27,6 +32,13 @@ def load(path):
         handle_t, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p,
         ctypes.c_char_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p)]
     lib.helm_sdkpy_install.restype = ctypes.c_int
+    lib.helm_sdkpy_upgrade.argtypes = [
+        handle_t, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p,
+        ctypes.c_char_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p)]
+    lib.helm_sdkpy_upgrade.restype = ctypes.c_int
+    lib.helm_sdkpy_uninstall.argtypes = [
+        handle_t, ctypes.c_char_p, ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_void_p)]
+    lib.helm_sdkpy_uninstall.restype = ctypes.c_int
     lib.helm_sdkpy_lint.argtypes = [handle_t, ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p)]
     lib.helm_sdkpy_lint.restype = ctypes.c_int
     lib.helm_sdkpy_last_error.restype = ctypes.c_char_p
@@ -61,14 +73,18 @@ def fail(lib, what):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("command", choices=["install", "lint"])
+    p.add_argument("command", choices=["install", "upgrade", "uninstall", "lint"])
     p.add_argument("--lib", required=True)
-    p.add_argument("--chart", required=True)
+    p.add_argument("--chart", default="", help="the chart directory (all but uninstall)")
     p.add_argument("--kubeconfig")
     p.add_argument("--namespace", default="default")
     p.add_argument("--release", default="cvk")
     p.add_argument("--values", default="")
+    p.add_argument("--wait", type=int, default=0,
+                   help="upgrade: wait this many seconds for the release's workloads (0: no wait)")
     a = p.parse_args()
+    if a.command != "uninstall" and not a.chart:
+        p.error(f"{a.command} needs --chart DIR")
     lib, handle_t = load(a.lib)
     h = config(lib, handle_t, a.namespace, a.kubeconfig)
     out = ctypes.c_void_p()
@@ -80,6 +96,17 @@ def main():
         rc = lib.helm_sdkpy_install(h, a.release.encode(), a.chart.encode(),
                                     a.values.encode(), b"", json.dumps(options).encode(),
                                     ctypes.byref(out))
+    elif a.command == "upgrade":
+        if a.values:
+            json.loads(a.values)
+        options = {"install": True, "create_namespace": False, "wait": a.wait > 0,
+                   "timeout_seconds": a.wait or 60, "server_side_apply": "false",
+                   "disable_openapi_validation": False, "reset_values": True}
+        rc = lib.helm_sdkpy_upgrade(h, a.release.encode(), a.chart.encode(),
+                                    a.values.encode(), b"", json.dumps(options).encode(),
+                                    ctypes.byref(out))
+    elif a.command == "uninstall":
+        rc = lib.helm_sdkpy_uninstall(h, a.release.encode(), 1, 120, ctypes.byref(out))
     else:
         rc = lib.helm_sdkpy_lint(h, a.chart.encode(), ctypes.byref(out))
     if rc != 0:
