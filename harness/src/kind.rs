@@ -226,7 +226,7 @@ impl Default for UpOptions {
         Self {
             values: serde_json::json!({
                 "image": { "repository": "cvk-controller", "tag": "dev", "pullPolicy": "Never" },
-                "manager": { "leaderElect": true, "logFormat": "text", "probeIntervalSeconds": 15 },
+                "manager": { "leaderElect": true, "probeIntervalSeconds": 15 },
                 "gnoi": { "insecure": true, "enableSoftwareUpgrade": true, "enableWriteClass": false },
                 "allNamespaces": false,
                 "watchNamespace": LAB_NAMESPACE,

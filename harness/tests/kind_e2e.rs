@@ -237,7 +237,8 @@ async fn the_chart_installed_controller_drives_the_in_cluster_fleet() {
         t.kubectl(&["-n", LAB_NAMESPACE, "delete", kind, "--all", "--wait=true", "--timeout=120s"])
             .await;
     }
-    let profile_version = iosxe_sim::Profile::builtin(PROFILE).unwrap().version;
+    let profile = iosxe_sim::Profile::builtin(PROFILE).unwrap();
+    let profile_version = profile.version.clone();
     for d in ["sim-0", "sim-1", "sim-2", "sim-3"] {
         t.sim(
             "PATCH",
@@ -294,10 +295,11 @@ spec:
         .await;
     let outputs = show["status"]["outputs"].as_array().expect("status.outputs");
     assert_eq!(outputs.len(), 2, "{:#}", show["status"]);
-    let version_out = outputs[0].to_string();
+    let version_out = outputs[0]["output"].as_str().unwrap_or_default();
+    let want = format!("Cisco IOS XE Software, Version {}", profile.release);
     assert!(
-        version_out.contains(&profile_version),
-        "show version does not show {profile_version}: {version_out}"
+        version_out.contains(&want),
+        "show version does not say {want:?}: {version_out}"
     );
 
     step("3. the walkthrough's TFTP upgrade, only names and digest changed");

@@ -75,6 +75,10 @@ async fn the_simulator_image_serves_gnoi_over_the_bridge_network() {
             "pw-{n}",
             "--no-ssh",
         ])
+        // Named, so the container's network mode is the bridge by name (an
+        // engine of API 1.41 reports the default one as "default", which
+        // no network is called).
+        .with_network("bridge")
         .with_env_var("IOSXE_SIM_DATA_DIR", "/tmp")
         .with_env_var("RUST_LOG", "info")
         .with_startup_timeout(Duration::from_secs(60))

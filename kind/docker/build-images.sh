@@ -52,7 +52,9 @@ step "building cvk-controller and iosxe-sim on the host (cargo build ${flag:---p
 for spec in controller:cvk-controller sim:iosxe-sim; do
   file=${spec%%:*}; bin=${spec#*:}
   ctx=$(mktemp -d)
-  cp "${CARGO_TARGET_DIR:-$repo/target}/$out/$bin" "$ctx/$bin"
+  # The image carries no debug information (the host build keeps it for
+  # backtraces and profiles).
+  strip -o "$ctx/$bin" "${CARGO_TARGET_DIR:-$repo/target}/$out/$bin"
   step "building $bin:$tag (kind/docker/$file.Dockerfile, bases $builder and $runtime)"
   build --quiet -f "$here/$file.Dockerfile" -t "$bin:$tag" \
     --build-arg "RUST_IMAGE=$builder" --build-arg "RUNTIME_IMAGE=$runtime" \

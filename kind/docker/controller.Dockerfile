@@ -20,7 +20,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     if [ -n "$PREBUILT" ]; then \
       install -D -m 0755 "$PREBUILT" /out/cvk-controller; \
     else \
-      CARGO_TARGET_DIR=/cargo-target cargo build --release --locked -p cvk-controller --bin cvk-controller \
+      CARGO_TARGET_DIR=/cargo-target CARGO_PROFILE_RELEASE_STRIP=symbols \
+        cargo build --release --locked -p cvk-controller --bin cvk-controller \
       && install -D -m 0755 /cargo-target/release/cvk-controller /out/cvk-controller; \
     fi
 

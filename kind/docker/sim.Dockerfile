@@ -21,7 +21,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     if [ -n "$PREBUILT" ]; then \
       install -D -m 0755 "$PREBUILT" /out/iosxe-sim; \
     else \
-      CARGO_TARGET_DIR=/cargo-target cargo build --release --locked -p iosxe-sim --bin iosxe-sim \
+      CARGO_TARGET_DIR=/cargo-target CARGO_PROFILE_RELEASE_STRIP=symbols \
+        cargo build --release --locked -p iosxe-sim --bin iosxe-sim \
       && install -D -m 0755 /cargo-target/release/iosxe-sim /out/iosxe-sim; \
     fi
 

@@ -308,7 +308,19 @@ DOCKERFILE
   docker rm -f -v "$id" >/dev/null
   trap - EXIT
   step "node image $node_image built ($(docker image inspect -f '{{.Size}}' "$node_image" | awk '{printf "%.0f MB", $1/1e6}')) in $(( $(date +%s) - started ))s"
+  prune_old
   report "$node_image"
+}
+
+# Images of earlier keys (another version or script): removed, except one a
+# container still uses (the engine refuses those).
+prune_old() {
+  local ref
+  for repo in cvk-local/kind-node cvk-local/kind-base cvk-local/debian-node cvk-local/runtime; do
+    docker image ls --format '{{.Repository}}:{{.Tag}}' "$repo" | while read -r ref; do
+      case "$ref" in *"-$key"|*:latest) ;; *) docker image rm "$ref" >/dev/null 2>&1 && step "removed the old image $ref" || true ;; esac
+    done
+  done
 }
 
 # What `cvk-hil cluster kind up` reads: key=value lines on stdout.
