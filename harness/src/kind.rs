@@ -341,10 +341,23 @@ pub async fn up(paths: &Paths, opts: &UpOptions) -> anyhow::Result<KindCluster> 
         .await
         .map(|s| s.trim() == "true")
         .unwrap_or(false);
-    let reuse = exists
+    let mut reuse = exists
         && running
         && running_image.as_deref() == Some(cluster.node_image.as_str())
         && cluster.kubeconfig.exists();
+    // A node that came back after its engine restarted may hold a cluster
+    // that does not answer: only one whose API server is ready is reused.
+    if reuse
+        && cluster
+            .kubectl(["get", "--raw=/readyz", "--request-timeout=10s"])
+            .await
+            .is_err()
+    {
+        progress(format!(
+            "cluster {CLUSTER_NAME} runs but its API server is not ready: re-creating it"
+        ));
+        reuse = false;
+    }
     if reuse {
         progress(format!(
             "cluster {CLUSTER_NAME} runs on {}: reused",
@@ -353,7 +366,7 @@ pub async fn up(paths: &Paths, opts: &UpOptions) -> anyhow::Result<KindCluster> 
     } else {
         if exists {
             progress(format!(
-                "cluster {CLUSTER_NAME} exists but is stopped or on another node image: deleting it"
+                "cluster {CLUSTER_NAME} exists but is stopped, not ready or on another node image: deleting it"
             ));
             output(
                 kind_cmd(&cluster)
