@@ -80,7 +80,9 @@ impl Paths {
     }
 
     fn state_dir(&self) -> PathBuf {
-        self.cache.join("kind").join(format!("cluster-{CLUSTER_NAME}"))
+        self.cache
+            .join("kind")
+            .join(format!("cluster-{CLUSTER_NAME}"))
     }
 
     fn state_file(&self) -> PathBuf {
@@ -118,8 +120,8 @@ impl KindCluster {
                 file.display()
             )
         })?;
-        let c: Self = serde_json::from_str(&text)
-            .with_context(|| format!("reading {}", file.display()))?;
+        let c: Self =
+            serde_json::from_str(&text).with_context(|| format!("reading {}", file.display()))?;
         let running = c
             .docker(["inspect", "-f", "{{.State.Running}}", &node_container()])
             .await
@@ -207,7 +209,10 @@ fn progress(line: impl AsRef<str>) {
 fn free_bytes(dir: &Path) -> anyhow::Result<u64> {
     let mut at = dir.to_path_buf();
     while !at.exists() {
-        at = at.parent().context("no existing parent directory")?.to_path_buf();
+        at = at
+            .parent()
+            .context("no existing parent directory")?
+            .to_path_buf();
     }
     let st = rustix::fs::statvfs(&at).with_context(|| format!("statvfs {}", at.display()))?;
     Ok(st.f_bavail * st.f_frsize)
@@ -248,7 +253,10 @@ pub async fn up(paths: &Paths, opts: &UpOptions) -> anyhow::Result<KindCluster> 
     std::fs::create_dir_all(paths.state_dir())
         .with_context(|| format!("creating {}", paths.state_dir().display()))?;
     let need = if std::fs::read_dir(paths.cache.join("kind"))
-        .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with("tools-")))
+        .map(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("tools-"))
+        })
         .unwrap_or(false)
     {
         3u64 << 30
@@ -406,7 +414,9 @@ pub async fn up(paths: &Paths, opts: &UpOptions) -> anyhow::Result<KindCluster> 
         let id = cluster
             .docker(["image", "inspect", "-f", "{{.Id}}", image])
             .await?;
-        cluster.loaded.insert(image.to_owned(), id.trim().to_owned());
+        cluster
+            .loaded
+            .insert(image.to_owned(), id.trim().to_owned());
     }
     timed("image load", t);
 
@@ -417,24 +427,32 @@ pub async fn up(paths: &Paths, opts: &UpOptions) -> anyhow::Result<KindCluster> 
             "apply",
             "--server-side",
             "-f",
-            &paths.repo.join("kind/rbac/namespace.yaml").to_string_lossy(),
+            &paths
+                .repo
+                .join("kind/rbac/namespace.yaml")
+                .to_string_lossy(),
         ])
         .await?;
-    let helm_lib = output(
-        Command::new("bash").arg(paths.repo.join("kind/chart/tools/install-helm-sdk.sh")),
-    )
-    .await?
-    .lines()
-    .last()
-    .and_then(|l| l.strip_prefix("helm engine: "))
-    .map(|l| l.trim_end_matches(" (cached)").to_owned())
-    .context("install-helm-sdk.sh printed no library path")?;
+    let helm_lib =
+        output(Command::new("bash").arg(paths.repo.join("kind/chart/tools/install-helm-sdk.sh")))
+            .await?
+            .lines()
+            .last()
+            .and_then(|l| l.strip_prefix("helm engine: "))
+            .map(|l| l.trim_end_matches(" (cached)").to_owned())
+            .context("install-helm-sdk.sh printed no library path")?;
     output(
         Command::new("python3")
             .arg(paths.repo.join("kind/chart/tools/helm.py"))
             .args(["upgrade", "--lib", &helm_lib, "--kubeconfig"])
             .arg(&cluster.kubeconfig)
-            .args(["--namespace", SYSTEM_NAMESPACE, "--release", RELEASE, "--chart"])
+            .args([
+                "--namespace",
+                SYSTEM_NAMESPACE,
+                "--release",
+                RELEASE,
+                "--chart",
+            ])
             .arg(paths.repo.join("kind/chart/cisco-vk"))
             .args(["--values", &opts.values.to_string()]),
     )
@@ -455,7 +473,9 @@ pub async fn up(paths: &Paths, opts: &UpOptions) -> anyhow::Result<KindCluster> 
     }
     // Pods keep the image they started with; new images with the same tag
     // need a restart.
-    let changed = previous.as_ref().is_some_and(|p| p.loaded != cluster.loaded);
+    let changed = previous
+        .as_ref()
+        .is_some_and(|p| p.loaded != cluster.loaded);
     if changed && reuse {
         progress("the images changed since the last `up`: restarting the pods");
         for d in ["deploy/iosxe-sim", "deploy/cvk-images"] {
@@ -535,7 +555,10 @@ pub async fn controller_deployment(c: &KindCluster) -> anyhow::Result<String> {
 pub async fn write_known_hosts(c: &KindCluster) -> anyhow::Result<()> {
     let ready = http_get_json(&format!("{SIM_CONTROL}/ready")).await?;
     let mut lines = Vec::new();
-    for d in ready["devices"].as_array().context("/ready has no devices")? {
+    for d in ready["devices"]
+        .as_array()
+        .context("/ready has no devices")?
+    {
         let name = d["name"].as_str().unwrap_or("?");
         let known = d["ssh_known_hosts"]
             .as_str()
@@ -586,8 +609,7 @@ pub async fn http_get_json(url: &str) -> anyhow::Result<serde_json::Value> {
             .await
             .context("running curl")?;
         if out.status.success() {
-            return serde_json::from_slice(&out.stdout)
-                .with_context(|| format!("{url}: not JSON"));
+            return serde_json::from_slice(&out.stdout).with_context(|| format!("{url}: not JSON"));
         }
         if Instant::now() > deadline {
             bail!(
@@ -646,7 +668,9 @@ mod tests {
 
     #[test]
     fn build_reports_parse_into_fields() {
-        let f = fields("node-image=cvk-local/kind-node:v1.36.3-abc\nkind=/c/kind\nnoise\nkubectl=/c/kubectl\n");
+        let f = fields(
+            "node-image=cvk-local/kind-node:v1.36.3-abc\nkind=/c/kind\nnoise\nkubectl=/c/kubectl\n",
+        );
         assert_eq!(f["node-image"], "cvk-local/kind-node:v1.36.3-abc");
         assert_eq!(f["kind"], "/c/kind");
         assert_eq!(f["kubectl"], "/c/kubectl");

@@ -280,8 +280,8 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
             (Some(cp), yaml)
         }
         ClusterArg::Kind => {
-            let cluster = cvk_hil::kind::KindCluster::existing(&cvk_hil::kind::Paths::from_env()?)
-                .await?;
+            let cluster =
+                cvk_hil::kind::KindCluster::existing(&cvk_hil::kind::Paths::from_env()?).await?;
             eprintln!(
                 "running on the kind cluster {} ({})",
                 cvk_hil::kind::CLUSTER_NAME,

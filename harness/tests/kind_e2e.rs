@@ -148,7 +148,11 @@ impl E2e {
         if let Some(b) = &body {
             cmd.args(["-H", "content-type: application/json", "-d", &b.to_string()]);
         }
-        let out = cmd.arg(format!("{SIM_CONTROL}{path}")).output().await.unwrap();
+        let out = cmd
+            .arg(format!("{SIM_CONTROL}{path}"))
+            .output()
+            .await
+            .unwrap();
         assert!(
             out.status.success(),
             "{method} {path}: {}",
@@ -227,15 +231,25 @@ async fn the_chart_installed_controller_drives_the_in_cluster_fleet() {
     let t = E2e { c };
     let started = Instant::now();
 
-    step("reset: earlier objects deleted, switches back on their profile's version, journals cleared");
+    step(
+        "reset: earlier objects deleted, switches back on their profile's version, journals cleared",
+    );
     for kind in [
         "iosxesoftwarerollouts",
         "iosxesoftwareupgrades",
         "deviceoperations",
         "iosxeoperationalactions",
     ] {
-        t.kubectl(&["-n", LAB_NAMESPACE, "delete", kind, "--all", "--wait=true", "--timeout=120s"])
-            .await;
+        t.kubectl(&[
+            "-n",
+            LAB_NAMESPACE,
+            "delete",
+            kind,
+            "--all",
+            "--wait=true",
+            "--timeout=120s",
+        ])
+        .await;
     }
     let profile = iosxe_sim::Profile::builtin(PROFILE).unwrap();
     let profile_version = profile.version.clone();
@@ -243,7 +257,9 @@ async fn the_chart_installed_controller_drives_the_in_cluster_fleet() {
         t.sim(
             "PATCH",
             &format!("/devices/{d}"),
-            Some(serde_json::json!({ "running_version": profile_version, "install_bytes_per_s": 0 })),
+            Some(
+                serde_json::json!({ "running_version": profile_version, "install_bytes_per_s": 0 }),
+            ),
         )
         .await;
     }
@@ -255,12 +271,28 @@ async fn the_chart_installed_controller_drives_the_in_cluster_fleet() {
         t.wait_phase("ciscodevice", d, "Ready", Duration::from_secs(180))
             .await;
     }
-    let smoke = std::fs::read_to_string(kind::Paths::from_env().unwrap().repo.join("kind/e2e/smoke.yaml")).unwrap();
+    let smoke = std::fs::read_to_string(
+        kind::Paths::from_env()
+            .unwrap()
+            .repo
+            .join("kind/e2e/smoke.yaml"),
+    )
+    .unwrap();
     t.apply_yaml(&smoke).await;
-    t.wait_phase("deviceoperation", "smoke-time", "Succeeded", Duration::from_secs(120))
-        .await;
-    t.wait_phase("deviceoperation", "smoke-osverify", "Succeeded", Duration::from_secs(120))
-        .await;
+    t.wait_phase(
+        "deviceoperation",
+        "smoke-time",
+        "Succeeded",
+        Duration::from_secs(120),
+    )
+    .await;
+    t.wait_phase(
+        "deviceoperation",
+        "smoke-osverify",
+        "Succeeded",
+        Duration::from_secs(120),
+    )
+    .await;
     t.wait_for(
         "iosxeoperationalaction",
         "smoke-reload-gated",
@@ -291,9 +323,16 @@ spec:
     ))
     .await;
     let show = t
-        .wait_phase("deviceoperation", "e2e-show", "Succeeded", Duration::from_secs(120))
+        .wait_phase(
+            "deviceoperation",
+            "e2e-show",
+            "Succeeded",
+            Duration::from_secs(120),
+        )
         .await;
-    let outputs = show["status"]["outputs"].as_array().expect("status.outputs");
+    let outputs = show["status"]["outputs"]
+        .as_array()
+        .expect("status.outputs");
     assert_eq!(outputs.len(), 2, "{:#}", show["status"]);
     let version_out = outputs[0]["output"].as_str().unwrap_or_default();
     let want = format!("Cisco IOS XE Software, Version {}", profile.release);
@@ -330,7 +369,12 @@ spec:
     let name = "upgrade-sim-0-26-01-01";
     t.apply_yaml(&manifest).await;
     let up = t
-        .wait_phase("iosxesoftwareupgrade", name, "Succeeded", Duration::from_secs(300))
+        .wait_phase(
+            "iosxesoftwareupgrade",
+            name,
+            "Succeeded",
+            Duration::from_secs(300),
+        )
         .await;
     for (ty, reason) in [
         ("TransferComplete", "ImageTransferred"),
@@ -349,7 +393,11 @@ spec:
         .filter(|(r, _)| r == "PhaseTransition")
         .map(|(_, m)| m)
         .collect();
-    for want in ["Transferring → Validating", "Activating → AwaitingReachability", "Verifying → Succeeded"] {
+    for want in [
+        "Transferring → Validating",
+        "Activating → AwaitingReachability",
+        "Verifying → Succeeded",
+    ] {
         assert!(
             transitions.iter().any(|m| m.contains(want)),
             "no PhaseTransition {want}: {transitions:#?}"
@@ -390,7 +438,9 @@ spec:
     .await;
     let leader = t.leader().await;
     assert!(!leader.is_empty(), "no leader holds {LEADER_LEASE}");
-    step(&format!("deleting the leader pod {leader} (--grace-period=0 --force)"));
+    step(&format!(
+        "deleting the leader pod {leader} (--grace-period=0 --force)"
+    ));
     t.kubectl(&[
         "-n",
         SYSTEM_NAMESPACE,
@@ -450,9 +500,18 @@ spec:
     ))
     .await;
     let rollout = t
-        .wait_phase("iosxesoftwarerollout", "e2e-rollout", "Succeeded", Duration::from_secs(420))
+        .wait_phase(
+            "iosxesoftwarerollout",
+            "e2e-rollout",
+            "Succeeded",
+            Duration::from_secs(420),
+        )
         .await;
-    assert_eq!(rollout["status"]["counts"]["succeeded"], 2, "{:#}", rollout["status"]);
+    assert_eq!(
+        rollout["status"]["counts"]["succeeded"], 2,
+        "{:#}",
+        rollout["status"]
+    );
     for d in ["sim-2", "sim-3"] {
         assert_eq!(t.journal_count(d, "/gnoi.os.OS/Activate").await, 1, "{d}");
     }

@@ -101,7 +101,10 @@ async fn the_simulator_image_serves_gnoi_over_the_bridge_network() {
         .expect("System.Time")
         .into_inner()
         .time;
-    assert!(time > 1_600_000_000_000_000_000, "time {time} is not now in ns");
+    assert!(
+        time > 1_600_000_000_000_000_000,
+        "time {time} is not now in ns"
+    );
     let verify = OsClient::new(ch.clone())
         .verify(authed(ospb::VerifyRequest {}))
         .await
@@ -115,7 +118,12 @@ async fn the_simulator_image_serves_gnoi_over_the_bridge_network() {
     assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
 
     let ready = tokio::process::Command::new("curl")
-        .args(["-fsS", "--max-time", "5", &format!("http://{ip}:8080/ready")])
+        .args([
+            "-fsS",
+            "--max-time",
+            "5",
+            &format!("http://{ip}:8080/ready"),
+        ])
         .output()
         .await
         .unwrap();
