@@ -53,7 +53,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::runtime::controller::Action as Requeue;
+use kube::runtime::controller::Action as KubeAction;
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 use serde::{Deserialize, Serialize};
@@ -1175,12 +1175,12 @@ impl Env<'_> {
 
     /// Releases the Lease, then removes the finalizer; retried later if the
     /// Lease could not be released.
-    async fn clean_up(&self, obj: &IOSXEOperationalAction) -> Result<Requeue, ReconcileError> {
+    async fn clean_up(&self, obj: &IOSXEOperationalAction) -> Result<KubeAction, ReconcileError> {
         if !self.release(obj).await {
-            return Ok(Requeue::requeue(RETRY_WAIT));
+            return Ok(KubeAction::requeue(RETRY_WAIT));
         }
         remove_finalizer(&self.api, &self.name, FINALIZER).await?;
-        Ok(Requeue::await_change())
+        Ok(KubeAction::await_change())
     }
 
     fn count(&self, phase: ActionPhase, reason: ActionReason) {
@@ -1225,11 +1225,11 @@ impl Env<'_> {
         obj: &IOSXEOperationalAction,
         r: Rejection,
         summary: &str,
-    ) -> Result<Requeue, ReconcileError> {
+    ) -> Result<KubeAction, ReconcileError> {
         let prev = obj.status.clone().unwrap_or_default();
         let status = rejected_status(&prev, &r, obj.metadata.generation, Timestamp::now());
         if write_status(&self.api, obj, status).await?.is_none() {
-            return Ok(Requeue::requeue(Duration::from_millis(200)));
+            return Ok(KubeAction::requeue(engine::CONFLICT_RETRY));
         }
         self.announce(obj, ActionPhase::Rejected, r.reason, summary, &r.message)
             .await;
@@ -1244,7 +1244,7 @@ impl Env<'_> {
         reason: ActionReason,
         message: String,
         summary: &str,
-    ) -> Result<Requeue, ReconcileError> {
+    ) -> Result<KubeAction, ReconcileError> {
         let prev = obj.status.clone().unwrap_or_default();
         let same = prev.phase == Some(ActionPhase::Pending)
             && prev.reason.as_deref() == Some(reason.as_str())
@@ -1258,12 +1258,12 @@ impl Env<'_> {
                 Timestamp::now(),
             );
             if write_status(&self.api, obj, status).await?.is_none() {
-                return Ok(Requeue::requeue(Duration::from_millis(200)));
+                return Ok(KubeAction::requeue(engine::CONFLICT_RETRY));
             }
             self.announce(obj, ActionPhase::Pending, reason, summary, &message)
                 .await;
         }
-        Ok(Requeue::requeue(RETRY_WAIT))
+        Ok(KubeAction::requeue(RETRY_WAIT))
     }
 
     async fn client(&self) -> Result<Arc<DeviceClient>, (ActionReason, String)> {
@@ -1283,11 +1283,11 @@ impl Env<'_> {
 pub async fn reconcile(
     obj: Arc<IOSXEOperationalAction>,
     ctx: Arc<Context>,
-) -> Result<Requeue, ReconcileError> {
+) -> Result<KubeAction, ReconcileError> {
     let (ns, name) = ns_name(obj.as_ref())?;
     let api: Api<IOSXEOperationalAction> = Api::namespaced(ctx.client.clone(), &ns);
     let Some(obj) = api.get_opt(&name).await? else {
-        return Ok(Requeue::await_change());
+        return Ok(KubeAction::await_change());
     };
     let device = obj.spec.device_ref.name.clone();
     engine::record_device(&device);
@@ -1302,7 +1302,7 @@ pub async fn reconcile(
     };
     match step(&ActionView::of(&obj, in_scope)) {
         ActionStep::OutOfScope | ActionStep::Finished { cleanup: false } => {
-            Ok(Requeue::await_change())
+            Ok(KubeAction::await_change())
         }
         ActionStep::Finished { cleanup: true } | ActionStep::Abandon => env.clean_up(&obj).await,
         ActionStep::Observe => observe_dispatched(&env, &obj).await,
@@ -1310,7 +1310,7 @@ pub async fn reconcile(
     }
 }
 
-async fn start(env: &Env<'_>, obj: &IOSXEOperationalAction) -> Result<Requeue, ReconcileError> {
+async fn start(env: &Env<'_>, obj: &IOSXEOperationalAction) -> Result<KubeAction, ReconcileError> {
     let kind = env.kind;
     let request = match build_request(obj) {
         Ok(r) => r,
@@ -1367,7 +1367,7 @@ async fn start(env: &Env<'_>, obj: &IOSXEOperationalAction) -> Result<Requeue, R
     // holds the finalizer, so a crash anywhere after this point leaves
     // cleanup for the Finished or Abandon step.
     let Some(obj) = add_finalizer(&env.api, obj, FINALIZER).await? else {
-        return Ok(Requeue::requeue(Duration::from_millis(200)));
+        return Ok(KubeAction::requeue(engine::CONFLICT_RETRY));
     };
     let obj = &obj;
 
@@ -1461,7 +1461,7 @@ async fn start(env: &Env<'_>, obj: &IOSXEOperationalAction) -> Result<Requeue, R
     };
     let Some(obj) = marked else {
         // Someone else wrote first; decide again from what they wrote.
-        return Ok(Requeue::requeue(Duration::from_millis(200)));
+        return Ok(KubeAction::requeue(engine::CONFLICT_RETRY));
     };
     crate::pause::point(PAUSE_AFTER_MARKER).await;
     env.announce(
@@ -1500,7 +1500,7 @@ async fn conclude(
     summary: &str,
     outcome: Outcome,
     after_restart: bool,
-) -> Result<Requeue, ReconcileError> {
+) -> Result<KubeAction, ReconcileError> {
     let generation = obj.metadata.generation;
     let now = Timestamp::now();
     if matches!(outcome, Outcome::Unclear { .. })
@@ -1509,7 +1509,7 @@ async fn conclude(
     {
         // Already recorded as observing: no write (a write would wake this
         // reconciler again at once); look again after the interval.
-        return Ok(Requeue::requeue(RETRY_OBSERVE));
+        return Ok(KubeAction::requeue(RETRY_OBSERVE));
     }
     let written = cas_while_running(&env.api, &env.name, invocation, |st| {
         outcome_status(st, &outcome, after_restart, generation, now)
@@ -1517,7 +1517,7 @@ async fn conclude(
     .await?;
     let Some(written) = written else {
         // Finished elsewhere: the next reconcile sees the terminal phase.
-        return Ok(Requeue::requeue(Duration::from_millis(200)));
+        return Ok(KubeAction::requeue(engine::CONFLICT_RETRY));
     };
     match &outcome {
         Outcome::Unclear { message } => {
@@ -1529,7 +1529,7 @@ async fn conclude(
                 message,
             )
             .await;
-            Ok(Requeue::requeue(RETRY_OBSERVE))
+            Ok(KubeAction::requeue(RETRY_OBSERVE))
         }
         Outcome::Succeeded { message, .. } => {
             env.announce(
@@ -1557,7 +1557,7 @@ async fn conclude(
 async fn observe_dispatched(
     env: &Env<'_>,
     obj: &IOSXEOperationalAction,
-) -> Result<Requeue, ReconcileError> {
+) -> Result<KubeAction, ReconcileError> {
     let st = obj.status.clone().unwrap_or_default();
     let Some(invocation) = st.invocation_id.clone() else {
         // Running without a marker is not something this controller writes;
@@ -1565,7 +1565,7 @@ async fn observe_dispatched(
         let mut fixed = st.clone();
         fixed.invocation_id = Some(invocation_id(obj));
         write_status(&env.api, obj, fixed).await?;
-        return Ok(Requeue::requeue(Duration::from_millis(200)));
+        return Ok(KubeAction::requeue(engine::CONFLICT_RETRY));
     };
     let doc = ResultDoc::parse(&st);
     let summary = doc

@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::runtime::controller::Action;
+use kube::runtime::controller::Action as KubeAction;
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -411,18 +411,18 @@ pub(crate) fn error_policy<K: Resource<DynamicType = ()>>(
     obj: Arc<K>,
     err: &ReconcileError,
     ctx: Arc<Context>,
-) -> Action {
+) -> KubeAction {
     let failures = ctx.failures.fail(&object_key(obj.as_ref()));
     match retry_after(err, failures) {
         Some(after) => {
             tracing::warn!(kind = %K::kind(&()), object = %obj.name_any(), error = %err,
                 failures, retry_in = ?after, "reconcile failed; retrying");
-            Action::requeue(after)
+            KubeAction::requeue(after)
         }
         None => {
             tracing::error!(kind = %K::kind(&()), object = %obj.name_any(), error = %err,
                 "reconcile failed permanently; not retried until the object changes");
-            Action::await_change()
+            KubeAction::await_change()
         }
     }
 }
@@ -435,11 +435,11 @@ pub(crate) fn instrument<K, F, Fut>(
 ) -> impl FnMut(
     Arc<K>,
     Arc<Context>,
-) -> futures::future::BoxFuture<'static, Result<Action, ReconcileError>>
+) -> futures::future::BoxFuture<'static, Result<KubeAction, ReconcileError>>
 where
     K: Resource<DynamicType = ()> + Send + Sync + 'static,
     F: FnMut(Arc<K>, Arc<Context>) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<Action, ReconcileError>> + Send + 'static,
+    Fut: Future<Output = Result<KubeAction, ReconcileError>> + Send + 'static,
 {
     move |obj: Arc<K>, ctx: Arc<Context>| {
         let kind = K::kind(&()).into_owned();

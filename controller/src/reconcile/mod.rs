@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
-use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::controller::{self, Action as KubeAction, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -402,7 +402,7 @@ async fn drive<K, F, Fut>(
 ) where
     K: DrivenKind,
     F: FnMut(Arc<K>, Arc<Context>) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<Action, ReconcileError>> + Send + 'static,
+    Fut: Future<Output = Result<KubeAction, ReconcileError>> + Send + 'static,
 {
     let kind = K::kind(&()).into_owned();
     let grace = ctx.settings.shutdown_grace;
@@ -448,7 +448,7 @@ async fn drive_all<K, F, Fut>(
 ) where
     K: DrivenKind + Resource<Scope = NamespaceResourceScope>,
     F: FnMut(Arc<K>, Arc<Context>) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<Action, ReconcileError>> + Send + 'static,
+    Fut: Future<Output = Result<KubeAction, ReconcileError>> + Send + 'static,
 {
     let api = api_for::<K>(&ctx.client, &ctx.settings.scope);
     drive(

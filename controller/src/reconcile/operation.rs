@@ -45,7 +45,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams};
-use kube::runtime::controller::Action;
+use kube::runtime::controller::Action as KubeAction;
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
@@ -57,16 +57,15 @@ use crate::client::cli::{CliError, CliPool, CliTarget, CommandOutput, HostKeys};
 use crate::client::system::{L4Protocol, PingParams, TracerouteParams};
 use crate::client::{self, ClientError, DeviceClient};
 use crate::conditions;
+use crate::crd::operation::conditions::READY;
 use crate::crd::operation::{
-    CAPTURE_NAME_PATTERN, COMMAND_PATTERN, CertArgs, MAX_COMMANDS, Operation, OperationKind,
-    OperationOutput, OperationPhase, TracerouteProtocol,
+    CAPTURE_NAME_PATTERN, CertArgs, FILE_WRITING_MODIFIERS, MAX_COMMANDS, Operation, OperationKind,
+    OperationOutput, OperationPhase, READ_ONLY_COMMANDS, TracerouteProtocol, command_pattern,
 };
 use crate::crd::{DeviceOperation, DeviceOperationStatus};
 use crate::reason::{OperationReason, client_reason};
 use crate::telemetry::OperationLabels;
 
-/// Condition type of a DeviceOperation.
-pub const READY: &str = "Ready";
 /// Footer of a preview whose full output spilled to a ConfigMap.
 pub const PREVIEW_FOOTER: &str = "\n<truncated; see artifactURIs>";
 /// Data key of the spill ConfigMap.
@@ -721,33 +720,19 @@ pub fn artifact_uri(namespace: &str, name: &str, key: &str) -> String {
 }
 
 /// Why a command is not read-only, if it is not (pure): the allowlist of
-/// the CRD ([`COMMAND_PATTERN`]), no file-writing output modifier, and
+/// the CRD ([`READ_ONLY_COMMANDS`]), no file-writing output modifier, and
 /// tighter rules for the words the CRD admits for compatibility: `terminal`
 /// only as `terminal length|width N` (the session's own settings), `monitor`
 /// never (it starts, stops and exports captures: PacketCapture reads them),
 /// `test` never (it acts on the device), `namespace` never.
 pub fn read_only_violation(command: &str) -> Option<String> {
     let words: Vec<&str> = command.split_whitespace().collect();
-    let allowed = [
-        "show",
-        "more",
-        "dir",
-        "ping",
-        "ping6",
-        "traceroute",
-        "traceroute6",
-        "monitor",
-        "test",
-        "verify",
-        "calendar",
-        "terminal",
-        "namespace",
-    ];
     let first = command.split(' ').next().unwrap_or_default();
-    if !allowed.contains(&first) {
+    if !READ_ONLY_COMMANDS.contains(&first) {
         return Some(format!(
-            "it must start with one of {} (pattern {COMMAND_PATTERN})",
-            allowed.join(", ")
+            "it must start with one of {} (pattern {})",
+            READ_ONLY_COMMANDS.join(", "),
+            command_pattern()
         ));
     }
     if command.contains('\n') || command.contains('\r') {
@@ -755,12 +740,12 @@ pub fn read_only_violation(command: &str) -> Option<String> {
     }
     let mut after_pipe = false;
     for w in &words {
-        if after_pipe && matches!(*w, "redirect" | "append" | "tee") {
+        if after_pipe && FILE_WRITING_MODIFIERS.contains(w) {
             return Some(format!("| {w} writes a file"));
         }
         after_pipe = *w == "|";
         if let Some(rest) = w.strip_prefix('|')
-            && matches!(rest, "redirect" | "append" | "tee")
+            && FILE_WRITING_MODIFIERS.contains(&rest)
         {
             return Some(format!("| {rest} writes a file"));
         }
@@ -1322,14 +1307,14 @@ async fn expire(
 pub async fn reconcile(
     obj: Arc<DeviceOperation>,
     ctx: Arc<Context>,
-) -> Result<Action, ReconcileError> {
+) -> Result<KubeAction, ReconcileError> {
     let (ns, name) = ns_name(obj.as_ref())?;
     let api: Api<DeviceOperation> = Api::namespaced(ctx.client.clone(), &ns);
     let Some(op) = api.get_opt(&name).await? else {
-        return Ok(Action::await_change());
+        return Ok(KubeAction::await_change());
     };
     if op.metadata.deletion_timestamp.is_some() {
-        return Ok(Action::await_change());
+        return Ok(KubeAction::await_change());
     }
     let device_name = op.spec.device_ref.name.clone();
     engine::record_device(&device_name);
@@ -1337,11 +1322,11 @@ pub async fn reconcile(
     let generation = op.metadata.generation;
     let now = Timestamp::now();
     match step(&OpView::of(&op, in_scope), now) {
-        OpStep::OutOfScope | OpStep::Done => return Ok(Action::await_change()),
-        OpStep::ExpireIn(d) => return Ok(Action::requeue(d)),
+        OpStep::OutOfScope | OpStep::Done => return Ok(KubeAction::await_change()),
+        OpStep::ExpireIn(d) => return Ok(KubeAction::requeue(d)),
         OpStep::Expire => {
             expire(&ctx, &op, &ns, &name).await?;
-            return Ok(Action::await_change());
+            return Ok(KubeAction::await_change());
         }
         OpStep::Start => {}
     }
@@ -1394,13 +1379,13 @@ pub async fn reconcile(
             let announced = previous.phase == Some(OperationPhase::Pending)
                 && previous.message.as_deref() == Some(message.as_str());
             if waiting != previous && write_status(&api, &op, waiting).await?.is_none() {
-                return Ok(Action::requeue(engine::CONFLICT_RETRY));
+                return Ok(KubeAction::requeue(engine::CONFLICT_RETRY));
             }
             if !announced {
                 ctx.publish(&op, EventType::Warning, reason.as_str(), "Observe", message)
                     .await;
             }
-            return Ok(Action::requeue(RETRY_NO_TRANSPORT));
+            return Ok(KubeAction::requeue(RETRY_NO_TRANSPORT));
         }
     };
     let transport = match transport {
@@ -1415,7 +1400,7 @@ pub async fn reconcile(
     let Some(running_op) = write_status(&api, &op, running.clone()).await? else {
         // Written by someone else since it was read: nothing ran yet, decide
         // again on the fresh object.
-        return Ok(Action::requeue(engine::CONFLICT_RETRY));
+        return Ok(KubeAction::requeue(engine::CONFLICT_RETRY));
     };
     ctx.publish(
         &op,
@@ -1507,7 +1492,7 @@ pub async fn reconcile(
     if written.is_none() {
         tracing::warn!(operation = %name, %kind,
             "the status changed while the operation ran; its result was not written");
-        return Ok(Action::requeue(engine::CONFLICT_RETRY));
+        return Ok(KubeAction::requeue(engine::CONFLICT_RETRY));
     }
     announce_finished(&ctx, &op, kind, &done).await
 }
@@ -1531,9 +1516,9 @@ async fn finish(
     op: &DeviceOperation,
     kind: OperationKind,
     status: DeviceOperationStatus,
-) -> Result<Action, ReconcileError> {
+) -> Result<KubeAction, ReconcileError> {
     if write_status(api, op, status.clone()).await?.is_none() {
-        return Ok(Action::requeue(engine::CONFLICT_RETRY));
+        return Ok(KubeAction::requeue(engine::CONFLICT_RETRY));
     }
     announce_finished(ctx, op, kind, &status).await
 }
@@ -1544,7 +1529,7 @@ async fn announce_finished(
     op: &DeviceOperation,
     kind: OperationKind,
     status: &DeviceOperationStatus,
-) -> Result<Action, ReconcileError> {
+) -> Result<KubeAction, ReconcileError> {
     let phase = status.phase.unwrap_or(OperationPhase::Failed);
     let phase_str = match phase {
         OperationPhase::Succeeded => "Succeeded",
@@ -1576,8 +1561,8 @@ async fn announce_finished(
     ctx.publish(op, type_, &reason, "Execute", message).await;
     Ok(
         match op.spec.ttl_seconds_after_finished.filter(|t| *t > 0) {
-            Some(ttl) => Action::requeue(Duration::from_secs(u64::try_from(ttl).unwrap_or(0))),
-            None => Action::await_change(),
+            Some(ttl) => KubeAction::requeue(Duration::from_secs(u64::try_from(ttl).unwrap_or(0))),
+            None => KubeAction::await_change(),
         },
     )
 }

@@ -43,10 +43,11 @@ use super::engine::{
 };
 use super::{Context, ReconcileError, ns_name};
 use crate::client::os::{ActivateOutcome, InstallOutcome, InstallParams};
-use crate::client::{ClientError, DeviceClient, ErrorClass};
+use crate::client::{ClientError, DeviceClient, ErrorClass, GnoiService};
 use crate::crd::IOSXESoftwareUpgrade;
 use crate::crd::upgrade::{Source, UpgradePhase};
 use crate::lease::Acquire;
+use crate::reason::{PHASE_TRANSITION, SourceReason, UpgradeReason, UpgradeReason as R};
 use crate::source::{
     FetchRequest, ImageCache, ImageStream, ReadCounters, SourceError, SourceSettings,
     UrlCredentials, source_error,
@@ -203,7 +204,7 @@ fn source_failure(e: &SourceError) -> TransferState {
         SourceError::DigestMismatch { .. } => TransferState::DigestMismatch(e.to_string()),
         e if e.is_retryable() => TransferState::Interrupted(format!("{}: {e}", e.reason())),
         e => TransferState::Failed {
-            reason: e.reason().to_owned(),
+            reason: R::Source(e.reason()),
             message: e.to_string(),
         },
     }
@@ -222,7 +223,7 @@ async fn url_credentials(
         Ok(Some(s)) => s,
         Ok(None) => {
             return Err(TransferState::Failed {
-                reason: "SourceCredentialsInvalid".into(),
+                reason: R::Source(SourceReason::CredentialsInvalid),
                 message: format!(
                     "spec.imageSource.urlSecretRef: Secret {:?} does not exist in namespace {ns:?}",
                     r.name
@@ -239,7 +240,7 @@ async fn url_credentials(
     UrlCredentials::from_secret_data(&secret.data.unwrap_or_default())
         .map(Some)
         .map_err(|e| TransferState::Failed {
-            reason: e.reason().to_owned(),
+            reason: R::Source(e.reason()),
             message: format!("spec.imageSource.urlSecretRef {:?}: {e}", r.name),
         })
 }
@@ -321,7 +322,7 @@ pub async fn reconcile(
             // (type, reason, action), so one action per pair keeps every
             // transition's note.
             let action = format!("{}To{}", t.from, t.to);
-            ctx.publish(&up, type_, "PhaseTransition", &action, t.event_note())
+            ctx.publish(&up, type_, PHASE_TRANSITION, &action, t.event_note())
                 .await;
             crate::pause::point(&format!("upgrade-enter-{}", t.to)).await;
         }
@@ -369,17 +370,17 @@ pub async fn reconcile(
                 Action::HashLocalFile { path } => {
                     obs.local_file = Some(
                         match device_client(&ctx, &ns, &device, &mut client).await {
-                            Err(m) => Err(("LocalImageUnreadable".into(), m)),
+                            Err(m) => Err((R::LocalImageUnreadable, m)),
                             Ok(c) => match c.file_hash(&path).await {
                                 Ok(h) => Ok(h.sha256),
                                 Err(ClientError::ServiceUnsupported { .. }) => Err((
-                                    "FileServiceUnsupported".into(),
+                                    R::ServiceUnsupported(GnoiService::File),
                                     format!(
                                         "localPathSHA256 cannot be checked: the device does not implement gNOI File ({path})"
                                     ),
                                 )),
                                 Err(e) => Err((
-                                    "LocalImageUnreadable".into(),
+                                    R::LocalImageUnreadable,
                                     format!("reading {path} with gNOI File.Get: {e}"),
                                 )),
                             },
@@ -584,15 +585,15 @@ async fn read_configmap_image(
     ctx: &Context,
     ns: &str,
     cm_name: &str,
-) -> Result<Bytes, (String, String)> {
+) -> Result<Bytes, (UpgradeReason, String)> {
     let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
     let cm = api
         .get_opt(cm_name)
         .await
-        .map_err(|e| ("ImageSourceUnavailable".to_owned(), format!("reading ConfigMap {cm_name:?}: {e}")))?
+        .map_err(|e| (R::ImageSourceUnavailable, format!("reading ConfigMap {cm_name:?}: {e}")))?
         .ok_or_else(|| {
             (
-                "ImageSourceNotFound".to_owned(),
+                R::ImageSourceNotFound,
                 format!("spec.imageSource.configMapRef: ConfigMap {cm_name:?} does not exist in namespace {ns:?}"),
             )
         })?;
@@ -602,14 +603,14 @@ async fn read_configmap_image(
         .and_then(|d| d.get(CONFIGMAP_IMAGE_KEY))
         .ok_or_else(|| {
             (
-                "InvalidImageSource".to_owned(),
+                R::InvalidImageSource,
                 format!("spec.imageSource.configMapRef: ConfigMap {cm_name:?} has no binaryData[{CONFIGMAP_IMAGE_KEY:?}]"),
             )
         })?;
     let size = data.0.len() as u64;
     if size > ctx.upgrades.settings.max_image_bytes {
         return Err((
-            "ImageTooLarge".into(),
+            R::Source(SourceReason::TooLarge),
             format!(
                 "the image is {size} bytes; CISCO_VK_UPGRADE_MAX_IMAGE_BYTES allows {}",
                 ctx.upgrades.settings.max_image_bytes
@@ -633,11 +634,11 @@ async fn resolve_source(ctx: &Context, ns: &str, up: &IOSXESoftwareUpgrade) -> S
             size: None,
         },
         Ok(_) => SourceObs::Failed {
-            reason: "InvalidImageSource".into(),
+            reason: R::InvalidImageSource,
             message: "this image source is not transferred".into(),
         },
         Err(e) => SourceObs::Failed {
-            reason: "InvalidImageSource".into(),
+            reason: R::InvalidImageSource,
             message: e.to_string(),
         },
     }
@@ -653,7 +654,7 @@ async fn start_transfer(
     version: String,
     attempt: i32,
 ) -> TransferObs {
-    let failed = |reason: String, message: String| TransferObs {
+    let failed = |reason: UpgradeReason, message: String| TransferObs {
         attempt,
         state: TransferState::Failed { reason, message },
     };
@@ -693,7 +694,7 @@ async fn start_transfer(
         }
         Ok(_) | Err(_) => {
             return failed(
-                "InvalidImageSource".into(),
+                R::InvalidImageSource,
                 "this image source is not transferred".into(),
             );
         }
@@ -814,7 +815,7 @@ async fn start_transfer(
                     }
                     other => match other.class() {
                         ErrorClass::Unsupported => TransferState::Failed {
-                            reason: "OSServiceUnsupported".into(),
+                            reason: R::ServiceUnsupported(GnoiService::Os),
                             message: other.to_string(),
                         },
                         // Resumed from the device's partial image.
@@ -822,7 +823,7 @@ async fn start_transfer(
                             TransferState::Interrupted(other.to_string())
                         }
                         ErrorClass::Final => TransferState::Failed {
-                            reason: "InstallFailed".into(),
+                            reason: R::InstallFailed,
                             message: other.to_string(),
                         },
                     },
