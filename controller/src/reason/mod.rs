@@ -530,7 +530,7 @@ pub const fn service_unsupported(s: GnoiService) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reconcile::operation::service_name;
+    use crate::operation::service_name;
 
     #[test]
     fn service_reasons_follow_the_service_names() {

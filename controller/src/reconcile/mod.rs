@@ -32,7 +32,6 @@ pub mod device;
 pub mod engine;
 pub mod gate;
 pub mod operation;
-pub mod redact;
 pub mod rollout;
 pub mod target;
 pub mod upgrade;
@@ -103,7 +102,7 @@ pub struct ControllerSettings {
     /// Identity in Events (the pod name).
     pub identity: String,
     /// Limits of DeviceOperation outputs.
-    pub output_limits: operation::OutputLimits,
+    pub output_limits: crate::operation::OutputLimits,
     /// Namespace of the per-device mutation Leases (`--lease-namespace`,
     /// `CONFIG_LEASE_NAMESPACE`); `None` keeps each Lease in its device's
     /// namespace.
@@ -132,7 +131,7 @@ impl ControllerSettings {
             gnoi: GnoiSettings::default(),
             probe_interval: Duration::from_secs(60),
             identity: MANAGER.to_owned(),
-            output_limits: operation::OutputLimits::default(),
+            output_limits: crate::operation::OutputLimits::default(),
             lease_namespace: None,
             upgrade: upgrade::UpgradeSettings::default(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
@@ -199,7 +198,7 @@ impl ControllerSettings {
             },
             probe_interval: args.probe_interval(),
             identity: args.identity(),
-            output_limits: operation::OutputLimits::default(),
+            output_limits: crate::operation::OutputLimits::default(),
             lease_namespace: args.lease_namespace.clone(),
             upgrade: upgrade::UpgradeSettings {
                 chunk_bytes: args.install_chunk_bytes as usize,
