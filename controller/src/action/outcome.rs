@@ -8,6 +8,8 @@ use crate::crd::action::ActionKind;
 use crate::reason::ActionReason;
 use crate::reason::client_reason;
 use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 use tonic::Code;
 
@@ -135,7 +137,7 @@ pub(crate) fn interpret_factory_reset(fr: FactoryResetOutcome) -> Outcome {
 }
 
 /// What the device shows about a dispatched action (pure decision over the
-/// reads of [`observe`]).
+/// reads of the executor's `observe`).
 #[derive(Debug, Clone)]
 pub enum Reading {
     /// RebootStatus: (active, count).
@@ -340,5 +342,35 @@ pub fn conclude_observed(
             detail: None,
         },
         other => other,
+    }
+}
+
+/// Answers of dispatched actions whose status write has not landed yet (the
+/// API server failed just then), by invocation ID, so that the next
+/// reconcile writes the answer the device gave instead of observing, and
+/// possibly concluding ActionOutcomeUnknown for a kind that leaves nothing
+/// to read back. Only a controller restart loses them; that is what the
+/// observation path is for.
+#[derive(Debug, Default)]
+pub struct PendingAnswers(Mutex<HashMap<String, Outcome>>);
+
+impl PendingAnswers {
+    pub(crate) fn put(&self, invocation: &str, outcome: Outcome) {
+        self.0
+            .lock()
+            .expect("answers lock")
+            .insert(invocation.to_owned(), outcome);
+    }
+
+    pub(crate) fn get(&self, invocation: &str) -> Option<Outcome> {
+        self.0
+            .lock()
+            .expect("answers lock")
+            .get(invocation)
+            .cloned()
+    }
+
+    pub(crate) fn remove(&self, invocation: &str) {
+        self.0.lock().expect("answers lock").remove(invocation);
     }
 }

@@ -26,8 +26,7 @@ use kube::Api;
 use kube::runtime::controller::Action as KubeAction;
 use kube::runtime::events::EventType;
 use serde_json::{Value, json};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The kind, as it appears in Events, metrics and Lease holders.
@@ -44,36 +43,6 @@ pub const RETRY_WAIT: Duration = Duration::from_secs(5);
 
 /// Retry interval while observing a dispatched action.
 pub const RETRY_OBSERVE: Duration = Duration::from_secs(3);
-
-/// Answers of dispatched actions whose status write has not landed yet (the
-/// API server failed just then), by invocation ID, so that the next
-/// reconcile writes the answer the device gave instead of observing, and
-/// possibly concluding ActionOutcomeUnknown for a kind that leaves nothing
-/// to read back. Only a controller restart loses them; that is what the
-/// observation path is for.
-#[derive(Debug, Default)]
-pub struct PendingAnswers(Mutex<HashMap<String, Outcome>>);
-
-impl PendingAnswers {
-    fn put(&self, invocation: &str, outcome: Outcome) {
-        self.0
-            .lock()
-            .expect("answers lock")
-            .insert(invocation.to_owned(), outcome);
-    }
-
-    fn get(&self, invocation: &str) -> Option<Outcome> {
-        self.0
-            .lock()
-            .expect("answers lock")
-            .get(invocation)
-            .cloned()
-    }
-
-    fn remove(&self, invocation: &str) {
-        self.0.lock().expect("answers lock").remove(invocation);
-    }
-}
 
 /// Reads what the device shows about a dispatched action. Never sends the
 /// action itself.

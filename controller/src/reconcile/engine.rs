@@ -25,9 +25,8 @@
 //!   a device-bound kind; [`lease_holder`] and [`device_locks`]: the holder
 //!   identity of the per-device Lease.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kube::api::{Patch, PatchParams, PostParams};
@@ -355,28 +354,6 @@ pub fn device_locks(ctx: &Context, ns: &str) -> DeviceLocks {
 
 // ---- the loop around a reconcile -----------------------------------------
 
-/// Consecutive failures per object, for the backoff of [`error_policy`].
-#[derive(Default)]
-pub(crate) struct Failures(Mutex<HashMap<String, u32>>);
-
-impl Failures {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Counts one more failure of `key`; the count so far.
-    fn fail(&self, key: &str) -> u32 {
-        let mut m = self.lock();
-        let n = m.entry(key.to_owned()).or_insert(0);
-        *n = n.saturating_add(1);
-        *n
-    }
-
-    fn succeed(&self, key: &str) {
-        self.lock().remove(key);
-    }
-}
-
 fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
     format!(
         "{}/{}/{}",
@@ -506,16 +483,5 @@ mod tests {
         for (err, n, want) in cases {
             assert_eq!(retry_after(err, n), want, "{err} after {n} failures");
         }
-    }
-
-    #[test]
-    fn a_success_resets_the_backoff() {
-        let f = Failures::default();
-        assert_eq!(f.fail("a"), 1);
-        assert_eq!(f.fail("a"), 2);
-        assert_eq!(f.fail("b"), 1);
-        f.succeed("a");
-        assert_eq!(f.fail("a"), 1);
-        assert_eq!(f.fail("b"), 2);
     }
 }

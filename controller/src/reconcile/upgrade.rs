@@ -11,9 +11,9 @@
 //! * The device is locked with the shared per-device Lease
 //!   ([`crate::lease::DeviceLocks`]) from Pending to the terminal phase.
 //! * The transfer runs in a task that outlives one reconcile
-//!   ([`Runtime`]), under a global semaphore of
+//!   ([`super::transfers::Runtime`]), under a global semaphore of
 //!   `CVK_MAX_CONCURRENT_TRANSFERS`; its progress is written at most every
-//!   [`PROGRESS_WRITE_INTERVAL`].
+//!   [`super::transfers::PROGRESS_WRITE_INTERVAL`].
 //! * A finalizer is held while the upgrade is not terminal: deleting before
 //!   Activating cancels the transfer and ends Cancelled; from Activating on
 //!   the object stays until the device has settled.
@@ -22,7 +22,6 @@
 //!   `upgrade-after-activate` and `upgrade-enter-<Phase>` let crash tests
 //!   kill the controller at each of those moments.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -34,12 +33,12 @@ use kube::runtime::controller::Action as KubeAction;
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 use sha2::{Digest, Sha256};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::engine::{
     self, add_finalizer, device_locks, drop_finalizer, gnoi_client, lease_holder, write_status,
 };
+use super::transfers::TransferTask;
 use super::{Context, ReconcileError, ns_name};
 use crate::client::os::{ActivateOutcome, InstallOutcome, InstallParams};
 use crate::client::{ClientError, DeviceClient, ErrorClass, GnoiService};
@@ -48,8 +47,7 @@ use crate::crd::upgrade::{Source, UpgradePhase};
 use crate::lease::Acquire;
 use crate::reason::{PHASE_TRANSITION, SourceReason, UpgradeReason, UpgradeReason as R};
 use crate::source::{
-    FetchRequest, ImageCache, ImageStream, ReadCounters, SourceError, SourceSettings,
-    UrlCredentials, source_error,
+    FetchRequest, ImageStream, ReadCounters, SourceError, UrlCredentials, source_error,
 };
 use crate::upgrade::device::{apply_leaf, images};
 use crate::upgrade::step::{
@@ -63,132 +61,8 @@ pub const FINALIZER: &str = "ops.cisco.vk/iosxesoftwareupgrade";
 /// Kind name used in Lease holders and metrics.
 pub const KIND: &str = "IOSXESoftwareUpgrade";
 
-/// Least time between two status writes that only move transfer progress.
-pub const PROGRESS_WRITE_INTERVAL: Duration = Duration::from_secs(3);
-
 /// Key of `binaryData` holding a configMapRef image.
 pub const CONFIGMAP_IMAGE_KEY: &str = "image";
-
-/// Settings of the upgrade reconciler (from `cvk-controller run` flags).
-#[derive(Debug, Clone)]
-pub struct UpgradeSettings {
-    /// `CVK_INSTALL_CHUNK_BYTES`: OS.Install content message size.
-    pub chunk_bytes: usize,
-    /// `CVK_MAX_CONCURRENT_TRANSFERS`: transfers running at once.
-    pub max_concurrent_transfers: usize,
-    /// `CISCO_VK_UPGRADE_MAX_IMAGE_BYTES`: largest accepted image.
-    pub max_image_bytes: u64,
-    /// `CVK_IMAGE_CACHE_DIR`: the content-addressed image cache.
-    pub image_cache_dir: std::path::PathBuf,
-    /// `CISCO_VK_UPGRADE_ALLOW_INSECURE_SSH`.
-    pub allow_insecure_ssh: bool,
-}
-
-impl Default for UpgradeSettings {
-    fn default() -> Self {
-        Self {
-            chunk_bytes: crate::client::os::DEFAULT_CHUNK_BYTES,
-            max_concurrent_transfers: 4,
-            max_image_bytes: crate::config::DEFAULT_MAX_IMAGE_BYTES,
-            image_cache_dir: std::env::temp_dir().join("cvk-upgrade-cache"),
-            allow_insecure_ssh: false,
-        }
-    }
-}
-
-struct TransferTask {
-    attempt: i32,
-    state: Arc<Mutex<TransferState>>,
-    cancel: CancellationToken,
-}
-
-/// Upgrade state that outlives one reconcile: running transfers and the
-/// time of the last progress write, per object UID.
-pub struct Runtime {
-    settings: UpgradeSettings,
-    cache: Result<ImageCache, SourceError>,
-    permits: Arc<Semaphore>,
-    transfers: Mutex<HashMap<String, TransferTask>>,
-    progress_written: Mutex<HashMap<String, Instant>>,
-}
-
-impl Runtime {
-    /// A runtime for `settings`.
-    pub fn new(settings: UpgradeSettings) -> Self {
-        let mut source = SourceSettings::new(settings.image_cache_dir.clone());
-        source.max_image_bytes = settings.max_image_bytes;
-        source.allow_insecure_ssh = settings.allow_insecure_ssh;
-        source.max_concurrent_fetches = settings.max_concurrent_transfers.max(1);
-        Self {
-            cache: ImageCache::new(source),
-            permits: Arc::new(Semaphore::new(settings.max_concurrent_transfers.max(1))),
-            settings,
-            transfers: Mutex::new(HashMap::new()),
-            progress_written: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// The settings.
-    pub fn settings(&self) -> &UpgradeSettings {
-        &self.settings
-    }
-
-    fn observe(&self, uid: &str) -> Option<TransferObs> {
-        let t = self.transfers.lock().unwrap_or_else(|p| p.into_inner());
-        t.get(uid).map(|task| TransferObs {
-            attempt: task.attempt,
-            state: task.state.lock().unwrap_or_else(|p| p.into_inner()).clone(),
-        })
-    }
-
-    fn cancel(&self, uid: &str) {
-        if let Some(task) = self
-            .transfers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(uid)
-        {
-            task.cancel.cancel();
-        }
-        self.progress_written
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(uid);
-    }
-
-    /// Cancels every transfer (the controllers are stopping).
-    pub(crate) fn cancel_all(&self) {
-        let tasks: Vec<TransferTask> = self
-            .transfers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain()
-            .map(|(_, t)| t)
-            .collect();
-        for t in tasks {
-            t.cancel.cancel();
-        }
-        self.progress_written
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
-    }
-
-    fn progress_due(&self, uid: &str) -> bool {
-        self.progress_written
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(uid)
-            .is_none_or(|t| t.elapsed() >= PROGRESS_WRITE_INTERVAL)
-    }
-
-    fn progress_written(&self, uid: &str) {
-        self.progress_written
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(uid.to_owned(), Instant::now());
-    }
-}
 
 /// Where transfer content comes from.
 enum Content {
