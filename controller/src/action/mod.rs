@@ -46,6 +46,22 @@
 //!   deleted stays (Warning `DeletionPending`) until its outcome is known.
 //! * **Events and metrics** on every transition:
 //!   `cisco_vk_iosxe_operational_action_transitions_total{device,kind,phase,reason}`.
+//!
+//! The decision table (the executor does the I/O of each row):
+//!
+//! | situation | what happens |
+//! |---|---|
+//! | the device is served by another controller (`--device`) | nothing (OutOfScope) |
+//! | terminal | Finished: the Lease released and the finalizer removed if still held |
+//! | Running, or `status.invocationID` set | Observe: read the device, never send again |
+//! | deleted before dispatch | Abandon: release, drop the finalizer |
+//! | confirm, args block, path or FilePut ConfigMap refused | Rejected (`ConfirmMismatch`, `InvalidAction`, `InvalidPath`, `ConfigMapNotFound`, `ConfigMapContentMissing`) |
+//! | CiscoDevice missing or not configurable | Pending `NoTransport`, again in 5 s |
+//! | the device Lease held by another object (not CancelReboot) | Pending `MutationLeaseBlocked`, again in 5 s |
+//! | a cached UNIMPLEMENTED, or the baseline read fails or forbids | Rejected (`<Service>ServiceUnsupported`, `DeviceUnavailable`, `RebootAlreadyPending`, `NoRebootPending`, `FileNotFound`) |
+//! | otherwise | Running + `invocationID` + the dispatch record in one compare-and-swap, then the one RPC |
+//! | the RPC answered | accepted: Succeeded; refused: Failed (`ActionFailed`, `<Service>ServiceUnsupported`, `FactoryOSUnsupported`, ...); a transport break or a deadline: Running `Observing` |
+//! | observed | no readable record: Failed `ActionOutcomeUnknown`; device unreachable: Running; otherwise the reading judged against the record (Succeeded, Failed `ActionNotApplied`); before the settle time a failure the device did not state is not concluded; past the outcome window: Failed `ActionOutcomeUnknown` |
 
 mod outcome;
 mod status;
@@ -55,5 +71,7 @@ pub use outcome::*;
 pub use status::*;
 pub use step::*;
 
+#[cfg(test)]
+mod sequences;
 #[cfg(test)]
 mod tests;

@@ -919,7 +919,7 @@ impl RolloutPhase {
     }
 
     /// The wire name.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "Pending",
             Self::AwaitingApproval => "AwaitingApproval",

@@ -673,7 +673,7 @@ impl UpgradePhase {
     }
 
     /// The wire name, e.g. `AwaitingReachability`.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "Pending",
             Self::Resolving => "Resolving",

@@ -39,6 +39,19 @@
 //! * **Events** on transitions only: `Running`, then `Succeeded` (Normal)
 //!   or the failure reason (Warning); a wait for the device (`NoTransport`)
 //!   is announced once per reason.
+//!
+//! The decision table (the executor does the I/O of each row):
+//!
+//! | situation | what happens |
+//! |---|---|
+//! | the device is served by another controller (`--device`) | nothing (OutOfScope) |
+//! | terminal at this generation | Done; with `ttlSecondsAfterFinished`, ExpireIn until completionTime + TTL, then Expire (deleted with its ConfigMap, Normal `Expired`) |
+//! | a command not read-only, bad arguments | Failed `CommandNotAllowed` / `InvalidArguments`, nothing sent |
+//! | ConfigDiff outside `CVK_OPS_CONFIGDIFF_ALLOWED_NAMESPACES` | Failed `NamespaceNotAuthorized`, no session opened |
+//! | a gNOI kind while gNOI is disabled | Failed `GNOIDisabled` |
+//! | CiscoDevice missing or not configurable | Pending `NoTransport` (one Warning Event per message), again in 10 s |
+//! | otherwise | Running, the device calls, the size rules, the spill |
+//! | the calls ended | Succeeded, or Failed with the failure's reason (`CommandFailed`, `ArtifactTooLarge`, `ArtifactWriteFailed`, `DeadlineExceeded`, `<Service>ServiceUnsupported`, the SSH reasons), the outputs that arrived kept |
 
 mod cli;
 mod output;
@@ -51,5 +64,7 @@ pub use output::*;
 pub use status::*;
 pub use step::*;
 
+#[cfg(test)]
+mod sequences;
 #[cfg(test)]
 mod tests;

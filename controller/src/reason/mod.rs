@@ -4,6 +4,8 @@
 //! released; the enums keep a typo from becoming a new reason.
 
 use crate::client::{ClientError, GnoiService};
+use crate::crd::rollout::RolloutPhase;
+use crate::crd::upgrade::UpgradePhase;
 
 /// `Display`, comparison with `str` and `Into<String>` for a reason type with a
 /// `const fn as_str(self) -> &'static str`.
@@ -56,8 +58,10 @@ pub(crate) use wire_traits;
 /// }
 /// ```
 ///
-/// It gets `as_str`, `ALL` (every unit reason, in order), `Display` and
-/// comparison with `str`.
+/// A reason that names the phase entered is written through the phase
+/// (`Activating = UpgradePhase::Activating.as_str()`), so each wire string
+/// is spelled once. It gets `as_str`, `ALL` (every unit reason, in order),
+/// `Display`, comparison with `str` and `Into<String>`.
 macro_rules! reasons {
     (
         $(#[$meta:meta])*
@@ -326,7 +330,7 @@ reasons! {
         /// Seen for the first time; nothing started.
         Accepted = "Accepted",
         /// The Ready condition of a new upgrade.
-        Pending = "Pending",
+        Pending = UpgradePhase::Pending.as_str(),
         /// Deleted before activation: cancelled.
         Deleted = "Deleted",
         /// The image source cannot be used as given.
@@ -346,7 +350,7 @@ reasons! {
         /// The device does not answer.
         DeviceUnreachable = "DeviceUnreachable",
         /// Checking the device and the image source.
-        Resolving = "Resolving",
+        Resolving = UpgradePhase::Resolving.as_str(),
         /// The device runs the target version.
         VersionMatch = "VersionMatch",
         /// Nothing to do: the device already runs the target version.
@@ -363,7 +367,7 @@ reasons! {
         /// The device has the image already; nothing is sent.
         ImageAlreadyPresent = "ImageAlreadyPresent",
         /// Validating the staged image.
-        Validating = "Validating",
+        Validating = UpgradePhase::Validating.as_str(),
         /// A preinstalled image is not in the device's inventory.
         TargetNotInstalled = "TargetNotInstalled",
         /// Flash has no room for the image and the margin.
@@ -371,9 +375,9 @@ reasons! {
         /// The transfer is running.
         TransferInProgress = "TransferInProgress",
         /// Sending the image.
-        Transferring = "Transferring",
+        Transferring = UpgradePhase::Transferring.as_str(),
         /// The transfer broke; a retry is spent.
-        TransferInterrupted = "TransferInterrupted",
+        TransferInterrupted = UpgradePhase::TransferInterrupted.as_str(),
         /// Sending the image again after an interruption.
         TransferRetrying = "TransferRetrying",
         /// The device validated the image sent.
@@ -410,13 +414,13 @@ reasons! {
         /// describe` output shows it.
         PreflightOk = "PrefligthOK",
         /// Sending OS.Activate.
-        Activating = "Activating",
+        Activating = UpgradePhase::Activating.as_str(),
         /// The device refused OS.Activate.
         ActivateFailed = "ActivateFailed",
         /// OS.Activate was accepted.
         OsActivated = "OSActivated",
         /// Waiting for the device to come back after the reload.
-        AwaitingReachability = "AwaitingReachability",
+        AwaitingReachability = UpgradePhase::AwaitingReachability.as_str(),
         /// NoReboot: the image is staged for the next reload.
         ImageStaged = "ImageStaged",
         /// NoReboot: the device boots the target version next.
@@ -424,19 +428,19 @@ reasons! {
         /// Whether OS.Activate reached the device is unknown.
         ActivationUnconfirmed = "ActivationUnconfirmed",
         /// Reading the version the device came back with.
-        Verifying = "Verifying",
+        Verifying = UpgradePhase::Verifying.as_str(),
         /// The device did not come back within rebootTimeoutSeconds.
-        RebootTimeout = "RebootTimeout",
+        RebootTimeout = UpgradePhase::RebootTimeout.as_str(),
         /// An ISSU strategy, and the device did not take the ISSU path.
         IssuNotSelected = "ISSUNotSelected",
         /// Re-activating previousVersion.
-        RollingBack = "RollingBack",
+        RollingBack = UpgradePhase::RollingBack.as_str(),
         /// The rollback activation failed or came back wrong.
         RollbackFailed = "RollbackFailed",
         /// The device did not come back from the rollback in time.
         RollbackTimeout = "RollbackTimeout",
         /// The device runs previousVersion again.
-        RolledBack = "RolledBack",
+        RolledBack = UpgradePhase::RolledBack.as_str(),
     }
     wraps {
         /// The image source's own reason.
@@ -487,7 +491,7 @@ reasons! {
         /// An observed child was deleted: the target is lost.
         UpgradeDeleted = "UpgradeDeleted",
         /// Too many failures: nothing new starts.
-        Halted = "Halted",
+        Halted = RolloutPhase::Halted.as_str(),
         /// A control revision resumed the campaign (Event).
         Resumed = "Resumed",
         /// Paused by `spec.control.pause`.
@@ -495,9 +499,9 @@ reasons! {
         /// Paused after the canaries (`pauseAfterCanary`).
         CanaryCompleted = "CanaryCompleted",
         /// Waiting for `spec.approval.planHash`.
-        AwaitingApproval = "AwaitingApproval",
+        AwaitingApproval = RolloutPhase::AwaitingApproval.as_str(),
         /// The wave's soak is running.
-        Soaking = "Soaking",
+        Soaking = RolloutPhase::Soaking.as_str(),
         /// A device of the wave was not Ready: the soak starts again.
         SoakRestarted = "SoakRestarted",
         /// A device of the wave broke during the soak (Event).
@@ -507,9 +511,9 @@ reasons! {
         /// A wave passed its soak (Event).
         WavePassed = "WavePassed",
         /// Children before Activating are being deleted.
-        Cancelling = "Cancelling",
+        Cancelling = RolloutPhase::Cancelling.as_str(),
         /// Cancelled by `spec.control.cancel`.
-        Cancelled = "Cancelled",
+        Cancelled = RolloutPhase::Cancelled.as_str(),
         /// A phase changed (Event).
         PhaseTransition = PHASE_TRANSITION,
     }
