@@ -2,18 +2,19 @@
 //! ([`interpret`]), the reading against the dispatch record ([`judge`]),
 //! and when an unclear reading becomes final ([`conclude_observed`]).
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tonic::Code;
+
+use super::*;
 use crate::client::factory_reset::FactoryResetOutcome;
 use crate::client::{ClientError, ErrorClass};
 use crate::crd::action::ActionKind;
 use crate::reason::ActionReason;
 use crate::reason::client_reason;
-use serde_json::{Value, json};
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Duration;
-use tonic::Code;
-
-use super::*;
 
 /// How a dispatch or an observation ended.
 #[derive(Debug, Clone, PartialEq)]

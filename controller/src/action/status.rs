@@ -1,14 +1,14 @@
 //! The statuses an IOSXEOperationalAction goes through (pure): waiting,
 //! rejected, running with the marker, and the outcome.
 
-use crate::conditions;
-use crate::crd::action::{ActionPhase, IOSXEOperationalActionStatus};
-use crate::reason::ActionReason;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::Value;
 
 use super::*;
+use crate::conditions;
+use crate::crd::action::{ActionPhase, IOSXEOperationalActionStatus};
+use crate::reason::ActionReason;
 
 pub(crate) fn set_ready(
     s: &mut IOSXEOperationalActionStatus,

@@ -3,6 +3,14 @@
 //! ([`build_request`]) and the record kept before it is sent
 //! ([`DispatchRecord`]).
 
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::ResourceExt;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
 use crate::client::GnoiService;
 use crate::client::factory_reset::FactoryResetParams;
 use crate::client::paths::{WRITE_PREFIXES, validate_path};
@@ -12,12 +20,6 @@ use crate::crd::action::{
     RebootMethod as CrdRebootMethod, Signal as CrdSignal,
 };
 use crate::reason::ActionReason;
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::ResourceExt;
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
-use std::time::Duration;
 
 /// Finalizer that keeps a dispatched action until its outcome is known.
 pub const FINALIZER: &str = "ops.cisco.vk/iosxeoperationalaction-finalizer";

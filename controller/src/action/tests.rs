@@ -1,3 +1,11 @@
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use serde_json::{Value, json};
+use tonic::Code;
+
 use super::*;
 use crate::client::factory_reset::{FactoryResetOutcome, FactoryResetParams};
 use crate::client::system::{RebootMethod, RebootParams};
@@ -8,12 +16,6 @@ use crate::crd::action::{
 };
 use crate::crd::common::DeviceRef;
 use crate::reason::ActionReason;
-use jiff::Timestamp;
-use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use serde_json::{Value, json};
-use std::time::Duration;
-use tonic::Code;
 
 fn view(phase: Option<ActionPhase>, marker: bool) -> ActionView {
     ActionView {

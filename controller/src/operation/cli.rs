@@ -3,13 +3,12 @@
 //! ConfigDiff comparison ([`config_diff`]) and the verdict on what the
 //! session returned ([`judge_cli`]).
 
+use super::*;
 use crate::client::cli::{CliError, CommandOutput};
 use crate::crd::operation::{
     CAPTURE_NAME_PATTERN, FILE_WRITING_MODIFIERS, MAX_COMMANDS, Operation, OperationKind,
     READ_ONLY_COMMANDS, command_pattern,
 };
-
-use super::*;
 
 /// Why a command is not read-only, if it is not (pure): the allowlist of
 /// the CRD ([`READ_ONLY_COMMANDS`]), no file-writing output modifier, and

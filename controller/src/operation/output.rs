@@ -2,11 +2,11 @@
 //! [`OutputLimits::inline_bytes`], the rest spilled whole to the owned
 //! ConfigMap with a preview inline ([`bound`]).
 
-use crate::conditions;
-use crate::crd::operation::OperationOutput;
 use std::collections::BTreeMap;
 
 use super::*;
+use crate::conditions;
+use crate::crd::operation::OperationOutput;
 
 /// How file content is shown: UTF-8 text when it is printable, hex
 /// otherwise.

@@ -1,15 +1,15 @@
 //! The statuses a DeviceOperation goes through (pure): waiting, running,
 //! and finished with its outputs.
 
-use crate::conditions;
-use crate::crd::DeviceOperationStatus;
-use crate::crd::operation::{OperationKind, OperationOutput, OperationPhase};
-use crate::reason::OperationReason;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::*;
+use crate::conditions;
+use crate::crd::DeviceOperationStatus;
+use crate::crd::operation::{OperationKind, OperationOutput, OperationPhase};
+use crate::reason::OperationReason;
 
 pub(crate) fn set_ready(
     s: &mut DeviceOperationStatus,

@@ -2,15 +2,16 @@
 //! [`step`]), what admission refuses before anything is sent ([`admit`]),
 //! and why it failed ([`OperationFailure`]).
 
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use super::*;
 use crate::client::cli::CliError;
 use crate::client::{self, ClientError};
 use crate::crd::DeviceOperation;
 use crate::crd::operation::{Operation, OperationKind, OperationPhase};
 use crate::reason::{OperationReason, client_reason};
-use jiff::Timestamp;
-use std::time::Duration;
-
-use super::*;
 
 /// Footer of a preview whose full output spilled to a ConfigMap.
 pub const PREVIEW_FOOTER: &str = "\n<truncated; see artifactURIs>";

@@ -1,12 +1,14 @@
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
 use super::*;
 use crate::client::cli::{CliError, CommandOutput};
 use crate::client::{self, ClientError};
 use crate::crd::DeviceOperationStatus;
 use crate::crd::operation::conditions::READY;
 use crate::crd::operation::{Operation, OperationKind, OperationOutput, OperationPhase};
-use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use std::time::Duration;
 
 fn at(s: i64) -> Timestamp {
     Timestamp::from_second(1_700_000_000 + s).unwrap()

@@ -6,13 +6,28 @@
 //! Registered only while the write-class gate is on; otherwise
 //! [`super::gate`] reports the gate.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::Api;
+use kube::runtime::controller::Action as KubeAction;
+use kube::runtime::events::EventType;
+use serde_json::{Value, json};
+
 use super::engine::{
     self, DeviceLookupError, add_finalizer, device_locks, gnoi_client, lease_holder,
     remove_finalizer, update_status, write_status,
 };
 use super::{Context, ReconcileError, ns_name};
-use crate::action::*;
-pub use crate::action::{FINALIZER, ResultDoc};
+
+use crate::action::{
+    ActionStep, ActionView, Answer, DISPATCH_TIMEOUT, DispatchRecord, Outcome, Reading, Rejection,
+    Request, Seen, Windows, build_request, conclude_observed, content_of, error_reason, interpret,
+    invocation_id, is_not_found, outcome_status, outcome_window, phase_str, rejected_status,
+    running_status, settle_time, sha256_hex, step, waiting_status,
+};
 use crate::client::{ClientError, DeviceClient, Support};
 use crate::crd::action::{
     ActionKind, ActionPhase, IOSXEOperationalAction, IOSXEOperationalActionStatus,
@@ -20,14 +35,8 @@ use crate::crd::action::{
 use crate::lease::{Acquire, DeviceLocks, LeaseHolder};
 use crate::reason::ActionReason;
 use crate::telemetry::ActionTransitionLabels;
-use jiff::Timestamp;
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::Api;
-use kube::runtime::controller::Action as KubeAction;
-use kube::runtime::events::EventType;
-use serde_json::{Value, json};
-use std::sync::Arc;
-use std::time::Duration;
+
+pub use crate::action::{FINALIZER, ResultDoc};
 
 /// The kind, as it appears in Events, metrics and Lease holders.
 pub const KIND: &str = "IOSXEOperationalAction";

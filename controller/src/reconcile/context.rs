@@ -3,15 +3,17 @@
 //! none of them (the per-kind state it carries lives in
 //! [`crate::action`], [`crate::operation`] and [`super::transfers`]).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource};
+
 use crate::client::cli::{CliMetrics, CliPool, CliSettings};
 use crate::client::{ClientMetrics, ClientPool, GnoiSettings};
 use crate::config::{Gates, RunArgs};
 use crate::telemetry::ControllerMetrics;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::{Client, Resource};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 /// Field manager of every status write, and the Event reporter.
 pub const MANAGER: &str = "cvk-controller";

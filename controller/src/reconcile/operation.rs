@@ -4,6 +4,18 @@
 //! the status. The decision table and the output rules are documented in
 //! [`crate::operation`].
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams};
+use kube::runtime::controller::Action as KubeAction;
+use kube::runtime::events::EventType;
+use kube::{Api, Resource, ResourceExt};
+use serde::Serialize;
+
 use super::engine::{self, DeviceLookupError, read_device, update_status, write_status};
 use super::target::{resolve_cli_target, resolve_target};
 use super::{Context, MANAGER, ReconcileError, ns_name};
@@ -15,19 +27,14 @@ use crate::crd::operation::{
     CertArgs, Operation, OperationKind, OperationPhase, TracerouteProtocol,
 };
 use crate::crd::{DeviceOperation, DeviceOperationStatus};
-use crate::operation::*;
+use crate::operation::{
+    CliRun, Failure, OpStep, OpView, OperationFailure, OutputLimits, Piece, Policy, Success, admit,
+    artifact_name, artifact_uri, bound, content_text, finished_status, judge_cli, owned_by,
+    running_status, step, waiting_status,
+};
+
 use crate::reason::OperationReason;
 use crate::telemetry::OperationLabels;
-use jiff::Timestamp;
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams};
-use kube::runtime::controller::Action as KubeAction;
-use kube::runtime::events::EventType;
-use kube::{Api, Resource, ResourceExt};
-use serde::Serialize;
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
 
 /// How long to wait before retrying an operation whose device is missing or
 /// not configured.

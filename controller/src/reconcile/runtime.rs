@@ -17,6 +17,8 @@ use prometheus_client::registry::Registry;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
+use super::context::{Context, ControllerSettings, ReconcileError, Scope, ScopeError};
+use super::{action, device, engine, gate, operation, rollout, upgrade};
 use crate::client::ClientMetrics;
 use crate::client::cli::CliMetrics;
 use crate::config::{Gate, RunArgs};
@@ -26,9 +28,6 @@ use crate::crd::{
     IOSXESoftwareUpgrade,
 };
 use crate::telemetry::{ControllerMetrics, Readiness};
-
-use super::context::{Context, ControllerSettings, ReconcileError, Scope, ScopeError};
-use super::{action, device, engine, gate, operation, rollout, upgrade};
 
 /// How long the rollout controller gathers triggers (child and device
 /// changes) before it decides again: a fleet's probes arrive all the time.
