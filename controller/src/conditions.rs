@@ -7,7 +7,7 @@
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::crd::common::ConditionStatus;
+use crate::crd::common::{ConditionStatus, READY_CONDITION};
 
 /// A condition the controller wants to hold, before it is merged.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,7 +108,7 @@ pub fn set_ready(
 ) {
     merge(
         conditions,
-        DesiredCondition::new("Ready", ConditionStatus::from(ok), reason, message),
+        DesiredCondition::new(READY_CONDITION, ConditionStatus::from(ok), reason, message),
         generation,
         now,
     );

@@ -113,7 +113,6 @@ pub struct DeviceLocks {
     client: Client,
     api: Api<Lease>,
     controller: String,
-    ttl_seconds: i32,
 }
 
 /// Name of the Lease guarding `device` in `device_namespace`. Device names are
@@ -138,14 +137,7 @@ impl DeviceLocks {
             api: Api::namespaced(client.clone(), namespace),
             client,
             controller: controller.to_owned(),
-            ttl_seconds: SAFETY_TTL_SECONDS,
         }
-    }
-
-    /// Overrides the safety TTL (tests).
-    pub fn with_ttl_seconds(mut self, ttl: i32) -> Self {
-        self.ttl_seconds = ttl;
-        self
     }
 
     /// Takes, renews or reports the lock of `device` for `holder`.
@@ -201,7 +193,7 @@ impl DeviceLocks {
             }
             spec.holder_identity = Some(me.clone());
             spec.renew_time = Some(now);
-            spec.lease_duration_seconds = Some(self.ttl_seconds);
+            spec.lease_duration_seconds = Some(SAFETY_TTL_SECONDS);
             lease
                 .metadata
                 .annotations
@@ -309,7 +301,7 @@ impl DeviceLocks {
                 holder_identity: Some(me.to_owned()),
                 acquire_time: Some(now.clone()),
                 renew_time: Some(now),
-                lease_duration_seconds: Some(self.ttl_seconds),
+                lease_duration_seconds: Some(SAFETY_TTL_SECONDS),
                 lease_transitions: Some(0),
                 ..LeaseSpec::default()
             }),
@@ -320,7 +312,7 @@ impl DeviceLocks {
         let Some(renewed) = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()) else {
             return true;
         };
-        let ttl = i64::from(spec.lease_duration_seconds.unwrap_or(self.ttl_seconds));
+        let ttl = i64::from(spec.lease_duration_seconds.unwrap_or(SAFETY_TTL_SECONDS));
         Timestamp::now().as_second() > renewed.0.as_second() + ttl
     }
 

@@ -31,7 +31,8 @@ enum Command {
         out_dir: Option<PathBuf>,
     },
     /// Run the controllers: CiscoDevice, DeviceOperation, and the gated
-    /// IOSXEOperationalAction / IOSXESoftwareUpgrade kinds.
+    /// IOSXEOperationalAction / IOSXESoftwareUpgrade / IOSXESoftwareRollout
+    /// kinds.
     Run(Box<cvk_controller::config::RunArgs>),
 }
 

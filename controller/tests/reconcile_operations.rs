@@ -37,11 +37,11 @@ async fn every_kind_runs_end_to_end_once() {
     let fx = Fixture::builder("ops-all")
         .fleet("c9300-17.18", 1)
         .controllers(settings)
+        .device("sw1", 0)
         .start()
         .await;
     let (client, ns, sim) = (fx.client.clone(), fx.namespace(), fx.sim(0));
 
-    device(&client, ns.name(), "sw1", sim.addr().port()).await;
     let dev = device_ready(&client, ns.name(), "sw1").await;
     let st = dev.status.unwrap();
     let snap = sim.snapshot();
@@ -231,11 +231,11 @@ async fn ios_xe_17_14_learns_unimplemented_once_then_fails_fast() {
     let fx = Fixture::builder("ops-1714")
         .fleet("c9300-17.14", 1)
         .controllers(settings)
+        .device("old", 0)
         .start()
         .await;
     let (client, ns, sim) = (fx.client.clone(), fx.namespace(), fx.sim(0));
 
-    device(&client, ns.name(), "old", sim.addr().port()).await;
     let dev = device_ready(&client, ns.name(), "old").await;
     let st = dev.status.unwrap();
     // The probe's System.Time taught the controller that System is missing.
@@ -499,10 +499,10 @@ async fn finished_operations_expire_after_their_ttl() {
     let fx = Fixture::builder("ops-ttl")
         .fleet("c9300-17.18", 1)
         .controllers(settings)
+        .device("sw", 0)
         .start()
         .await;
     let (client, ns, sim) = (fx.client.clone(), fx.namespace(), fx.sim(0));
-    device(&client, ns.name(), "sw", sim.addr().port()).await;
 
     let _: DeviceOperation = create(
         &client,
@@ -558,10 +558,10 @@ async fn gated_kinds_never_reach_the_device_and_say_so_once() {
     let fx = Fixture::builder("gates")
         .fleet("c9300-17.18", 1)
         .controllers(settings)
+        .device("cat9000-5", 0)
         .start()
         .await;
     let (client, ns, sim) = (fx.client.clone(), fx.namespace(), fx.sim(0));
-    device(&client, ns.name(), "cat9000-5", sim.addr().port()).await;
     device_ready(&client, ns.name(), "cat9000-5").await;
     sim.clear_journal();
 
@@ -669,10 +669,10 @@ async fn gnoi_disabled_builds_no_client() {
             s.gnoi.disabled = true;
             s
         })
+        .device("sw", 0)
         .start()
         .await;
     let (client, ns, sim) = (fx.client.clone(), fx.namespace(), fx.sim(0));
-    device(&client, ns.name(), "sw", sim.addr().port()).await;
     operation(&client, ns.name(), "t", "sw", "GNOITime", Value::Null).await;
     let op = finished(&client, ns.name(), "t").await;
     assert_eq!(phase(&op), Some(OperationPhase::Failed));
@@ -700,12 +700,12 @@ async fn one_device_scope_leaves_other_devices_alone() {
             s.scope.device = Some("a".into());
             s
         })
+        .device("a", 0)
+        .device("b", 1)
         .start()
         .await;
     let (client, ns) = (fx.client.clone(), fx.namespace());
     let (a, b) = (fx.sim(0), fx.sim(1));
-    device(&client, ns.name(), "a", a.addr().port()).await;
-    device(&client, ns.name(), "b", b.addr().port()).await;
     operation(&client, ns.name(), "on-a", "a", "GNOIOSVerify", Value::Null).await;
     operation(&client, ns.name(), "on-b", "b", "GNOIOSVerify", Value::Null).await;
     let op = finished(&client, ns.name(), "on-a").await;

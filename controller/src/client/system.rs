@@ -5,7 +5,7 @@
 //! count (a ping of `count` packets yields at most `count` replies and one
 //! summary) and each message must arrive within an idle timeout.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use cvk_proto::gnoi::system as pb;
 use cvk_proto::gnoi::system::system_client::SystemClient;
@@ -40,13 +40,6 @@ fn nanos_i64(d: Duration) -> i64 {
 pub struct DeviceTime {
     /// Nanoseconds since the Unix epoch.
     pub unix_nanos: u64,
-}
-
-impl DeviceTime {
-    /// As a `SystemTime`.
-    pub fn system_time(self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_nanos(self.unix_nanos)
-    }
 }
 
 /// Ping arguments (the DeviceOperation `gnoi.ping` block).

@@ -29,7 +29,7 @@ use super::common::{DeviceRef, MAX_PATH_LEN, WRITE_PATH_PATTERN, default_true};
 pub mod conditions {
     /// The single condition: True on Succeeded, False otherwise; its reason
     /// mirrors status.reason.
-    pub const READY: &str = "Ready";
+    pub use crate::crd::common::READY_CONDITION as READY;
 }
 
 /// Longest reboot delay: one week, as upstream.

@@ -13,6 +13,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// The `Ready` condition type every kind writes (each kind's
+/// `conditions::READY` is this one).
+pub const READY_CONDITION: &str = "Ready";
+
 /// Every IOS-XE filesystem prefix the gNOI client accepts (upstream
 /// `IOSXEFilesystemPrefixes`), without the trailing colon.
 pub const IOSXE_FILESYSTEMS: [&str; 8] = [

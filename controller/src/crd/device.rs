@@ -20,7 +20,7 @@ use super::common::LocalObjectRef;
 /// Condition types of a CiscoDevice.
 pub mod conditions {
     /// The device answered the last probe and its configuration is usable.
-    pub const READY: &str = "Ready";
+    pub use crate::crd::common::READY_CONDITION as READY;
     /// The last gNOI/gNMI probe reached the device.
     pub const REACHABLE: &str = "Reachable";
     /// The referenced Secrets exist and hold the keys the transport needs

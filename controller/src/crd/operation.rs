@@ -6,8 +6,9 @@
 //!
 //! Twelve kinds, as upstream: nine read-only gNOI probes and three CLI
 //! kinds over SSH (ShowCommand, ConfigDiff, PacketCapture). Every CLI
-//! command must match the read-only allowlist ([`COMMAND_PATTERN`]) at
-//! admission, and the controller checks it again before anything is sent.
+//! command must match the read-only allowlist ([`READ_ONLY_COMMANDS`],
+//! as the pattern [`command_pattern`]) at admission, and the controller
+//! checks it again before anything is sent.
 //!
 //! Unlike the write-class kinds the spec is not immutable, as upstream: the
 //! operation runs once per `metadata.generation`, so editing the spec runs
@@ -23,12 +24,78 @@ use serde::{Deserialize, Serialize};
 use super::common::{DeviceRef, MAX_PATH_LEN, READ_PATH_PATTERN};
 use super::device::GnoiService;
 
-/// The read-only allowlist of CLI commands (upstream's): the first word is
-/// one of these, followed by a space or nothing.
-pub const COMMAND_PATTERN: &str = "^(show|more|dir|ping|ping6|traceroute|traceroute6|monitor|test|verify|calendar|terminal|namespace)( |$)";
+/// The read-only allowlist of CLI commands (upstream's): a command's first
+/// word is one of these. The one list behind the CRD's pattern and CEL
+/// rule and the controller's own check before a session opens.
+pub const READ_ONLY_COMMANDS: [&str; 13] = [
+    "show",
+    "more",
+    "dir",
+    "ping",
+    "ping6",
+    "traceroute",
+    "traceroute6",
+    "monitor",
+    "test",
+    "verify",
+    "calendar",
+    "terminal",
+    "namespace",
+];
+
 /// Output modifiers that write files (`| redirect`, `| append`, `| tee`):
 /// refused in any command.
-pub const FILE_WRITING_PIPE: &str = "[|][ ]*(redirect|append|tee)( |$)";
+pub const FILE_WRITING_MODIFIERS: [&str; 3] = ["redirect", "append", "tee"];
+
+/// The pattern of a read-only command: the first word is one of
+/// [`READ_ONLY_COMMANDS`], followed by a space or nothing.
+pub fn command_pattern() -> String {
+    format!("^({})( |$)", READ_ONLY_COMMANDS.join("|"))
+}
+
+/// The pattern of a file-writing output modifier
+/// ([`FILE_WRITING_MODIFIERS`] after a `|`).
+pub fn file_writing_pipe() -> String {
+    format!("[|][ ]*({})( |$)", FILE_WRITING_MODIFIERS.join("|"))
+}
+
+/// `a, b or c`.
+fn or_list(words: &[&str]) -> String {
+    match words.split_last() {
+        Some((last, [])) => (*last).to_owned(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
+
+/// CEL rule of `spec.operation.args.command` (ShowCommand, ConfigDiff).
+fn args_command_rule() -> String {
+    format!(
+        "!has(self.args) || !('command' in self.args) || (self.kind != 'ShowCommand' && self.kind != 'ConfigDiff') || (self.args['command'].matches('{}') && !self.args['command'].matches('{}'))",
+        command_pattern(),
+        file_writing_pipe()
+    )
+}
+
+/// Message of [`args_command_rule`].
+fn args_command_message() -> String {
+    format!(
+        "spec.operation.args.command must be a read-only command: it must start with {}, and must not write a file ({})",
+        or_list(&READ_ONLY_COMMANDS),
+        FILE_WRITING_MODIFIERS
+            .iter()
+            .map(|m| format!("| {m}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// CEL rule of a PacketCapture's `args.name` / `args.capture`.
+fn capture_name_rule() -> String {
+    format!(
+        "self.kind != 'PacketCapture' || (has(self.args) && (('name' in self.args && self.args['name'].matches('{CAPTURE_NAME_PATTERN}')) || (!('name' in self.args) && 'capture' in self.args && self.args['capture'].matches('{CAPTURE_NAME_PATTERN}'))))"
+    )
+}
 /// The name of a capture (PacketCapture `args.name` / `args.capture`).
 pub const CAPTURE_NAME_PATTERN: &str = "^[A-Za-z0-9_-]{1,64}$";
 /// Most commands of one operation.
@@ -39,7 +106,7 @@ pub mod conditions {
     /// The single condition: True once Succeeded, False otherwise; its
     /// reason names what happened (Running, Succeeded, Failed,
     /// ServiceUnsupported, ...).
-    pub const READY: &str = "Ready";
+    pub use crate::crd::common::READY_CONDITION as READY;
 }
 
 /// Desired state of a DeviceOperation: one read-only gNOI call against one
@@ -107,10 +174,9 @@ pub struct DeviceOperationSpec {
         .message("spec.operation.gnoi.file is required when spec.operation.kind is GNOIFileGet or GNOIFileStat"),
     validation = Rule::new("self.kind != 'ShowCommand' || (has(self.commands) && size(self.commands) > 0) || (has(self.args) && ('command' in self.args || 'commands' in self.args))")
         .message("spec.operation.commands (or spec.operation.args.command / args.commands) is required when spec.operation.kind is ShowCommand"),
-    validation = Rule::new("!has(self.args) || !('command' in self.args) || (self.kind != 'ShowCommand' && self.kind != 'ConfigDiff') || (self.args['command'].matches('^(show|more|dir|ping|ping6|traceroute|traceroute6|monitor|test|verify|calendar|terminal|namespace)( |$)') && !self.args['command'].matches('[|][ ]*(redirect|append|tee)( |$)'))")
-        .message("spec.operation.args.command must be a read-only command: it must start with show, more, dir, ping, ping6, traceroute, traceroute6, monitor, test, verify, calendar, terminal or namespace, and must not write a file (| redirect, | append, | tee)"),
-    validation = Rule::new("self.kind != 'PacketCapture' || (has(self.args) && (('name' in self.args && self.args['name'].matches('^[A-Za-z0-9_-]{1,64}$')) || (!('name' in self.args) && 'capture' in self.args && self.args['capture'].matches('^[A-Za-z0-9_-]{1,64}$'))))")
-        .message("spec.operation.args.name (or args.capture) is required when spec.operation.kind is PacketCapture and must match ^[A-Za-z0-9_-]{1,64}$")
+    validation = Rule::new(args_command_rule()).message(args_command_message().as_str()),
+    validation = Rule::new(capture_name_rule())
+        .message(format!("spec.operation.args.name (or args.capture) is required when spec.operation.kind is PacketCapture and must match {CAPTURE_NAME_PATTERN}").as_str())
 )]
 pub struct Operation {
     /// Operation kind: ShowCommand, ConfigDiff, PacketCapture (device CLI
@@ -269,10 +335,10 @@ fn commands_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
             "type": "string",
             "minLength": 1,
             "maxLength": 512,
-            "pattern": COMMAND_PATTERN,
+            "pattern": command_pattern(),
         },
         "x-kubernetes-validations": [{
-            "rule": "self.all(c, !c.matches('[|][ ]*(redirect|append|tee)( |$)'))",
+            "rule": format!("self.all(c, !c.matches('{}'))", file_writing_pipe()),
             "message": "spec.operation.commands must not write a file: | redirect, | append and | tee are refused",
         }],
     })

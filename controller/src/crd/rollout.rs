@@ -44,7 +44,7 @@ use super::upgrade::{
 /// Condition types of an IOSXESoftwareRollout.
 pub mod conditions {
     /// The campaign finished with every target upgraded (True), or why not.
-    pub const READY: &str = "Ready";
+    pub use crate::crd::common::READY_CONDITION as READY;
     /// New children are being started or are running (True), or why the
     /// campaign is not moving (False: paused, halted, waiting).
     pub const PROGRESSING: &str = "Progressing";
@@ -919,7 +919,7 @@ impl RolloutPhase {
     }
 
     /// The wire name.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "Pending",
             Self::AwaitingApproval => "AwaitingApproval",

@@ -31,12 +31,15 @@ pub mod conditions {
     pub const TRANSFER_COMPLETE: &str = "TransferComplete";
     /// The staged image and the preflight checks passed.
     pub const VALIDATION_PASSED: &str = "ValidationPassed";
+    /// A localPath image was checked against `localPathSHA256` before
+    /// activation (True), or why not.
+    pub const IMAGE_VERIFIED: &str = "ImageVerified";
     /// OS.Activate was accepted.
     pub const ACTIVATION_COMPLETE: &str = "ActivationComplete";
     /// The device runs the target version.
     pub const VERIFICATION_PASSED: &str = "VerificationPassed";
     /// The upgrade finished successfully.
-    pub const READY: &str = "Ready";
+    pub use crate::crd::common::READY_CONDITION as READY;
 }
 
 /// OpenAPI pattern of `spec.targetVersion`: IOS-XE version shapes such as
@@ -670,7 +673,7 @@ impl UpgradePhase {
     }
 
     /// The wire name, e.g. `AwaitingReachability`.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "Pending",
             Self::Resolving => "Resolving",

@@ -4,8 +4,10 @@
 //! released; the enums keep a typo from becoming a new reason.
 
 use crate::client::{ClientError, GnoiService};
+use crate::crd::rollout::RolloutPhase;
+use crate::crd::upgrade::UpgradePhase;
 
-/// `Display` and comparison with `str` for a reason type with a
+/// `Display`, comparison with `str` and `Into<String>` for a reason type with a
 /// `const fn as_str(self) -> &'static str`.
 macro_rules! wire_traits {
     ($name:ident) => {
@@ -26,11 +28,19 @@ macro_rules! wire_traits {
                 self.as_str() == *other
             }
         }
+
+        impl From<$name> for String {
+            fn from(r: $name) -> String {
+                r.as_str().to_owned()
+            }
+        }
     };
 }
 pub(crate) use wire_traits;
 
-/// Declares a reason enum of unit variants, each with its wire string:
+/// Declares a reason enum of unit variants, each with its wire string,
+/// and optionally variants that wrap a reason of another kind and write
+/// it through a `const fn`:
 ///
 /// ```ignore
 /// reasons! {
@@ -38,33 +48,49 @@ pub(crate) use wire_traits;
 ///     pub enum KindReason {
 ///         /// Documented.
 ///         Accepted = "Accepted",
+///         /// The same wire string as another kind's reason, declared there.
+///         Succeeded = OtherReason::Succeeded.as_str(),
+///     }
+///     wraps {
+///         /// A source's reason, as the source writes it.
+///         Source(SourceReason) = SourceReason::as_str,
 ///     }
 /// }
 /// ```
 ///
-/// It gets `as_str`, `ALL` (every reason, in order), `Display` and
-/// comparison with `str`.
+/// A reason that names the phase entered is written through the phase
+/// (`Activating = UpgradePhase::Activating.as_str()`), so each wire string
+/// is spelled once. It gets `as_str`, `ALL` (every unit reason, in order),
+/// `Display`, comparison with `str` and `Into<String>`.
 macro_rules! reasons {
     (
         $(#[$meta:meta])*
         pub enum $name:ident {
-            $( $(#[$vmeta:meta])* $variant:ident = $wire:literal, )*
+            $( $(#[$vmeta:meta])* $variant:ident = $wire:expr, )*
         }
+        $(
+            wraps {
+                $( $(#[$wmeta:meta])* $wvariant:ident($wty:ty) = $wfn:path, )*
+            }
+        )?
     ) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum $name {
             $( $(#[$vmeta])* $variant, )*
+            $($( $(#[$wmeta])* $wvariant($wty), )*)?
         }
 
         impl $name {
-            /// Every reason, in declaration order.
+            /// Every unit reason, in declaration order (wrapped reasons
+            /// are listed by their own kind).
             pub const ALL: &'static [$name] = &[$($name::$variant,)*];
 
             /// The reason as written to the API.
             pub const fn as_str(self) -> &'static str {
                 match self {
                     $($name::$variant => $wire,)*
+                    $($($name::$wvariant(inner) => $wfn(inner),)*)?
                 }
             }
         }
@@ -73,96 +99,83 @@ macro_rules! reasons {
     };
 }
 
-/// Reasons of an IOSXEOperationalAction (`status.reason`,
-/// `status.failureReason`, the Ready condition and Events).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ActionReason {
-    /// Waiting for the device Lease held by another object.
-    MutationLeaseBlocked,
-    /// The device Lease could not be read or written.
-    MutationLeaseError,
-    /// The CiscoDevice is missing or cannot be reached.
-    NoTransport,
-    /// The marker is written and the request is being sent.
-    Dispatching,
-    /// Sent; its effect is being read back from the device.
-    Observing,
-    /// Marked as dispatched (Running event).
-    Running,
-    /// The action took effect.
-    Succeeded,
-    /// Deleted while dispatched: kept until the outcome is known.
-    DeletionPending,
-    /// `spec.confirm` differs from `spec.deviceRef.name`.
-    ConfirmMismatch,
-    /// The action block is missing, doubled or out of range.
-    InvalidAction,
-    /// A path breaks the write-path rules.
-    InvalidPath,
-    /// The FilePut ConfigMap does not exist.
-    ConfigMapNotFound,
-    /// The FilePut ConfigMap has no `binaryData["content"]`.
-    ConfigMapContentMissing,
-    /// The file to remove does not exist.
-    FileNotFound,
-    /// A reboot is pending already.
-    RebootAlreadyPending,
-    /// CancelReboot with no reboot pending.
-    NoRebootPending,
-    /// The device cannot reinstall the factory OS.
-    FactoryOSUnsupported,
-    /// The device cannot zero-fill storage.
-    ZeroFillUnsupported,
-    /// The device refused the factory reset.
-    FactoryResetRefused,
-    /// gNOI is disabled in the controller's configuration.
-    GnoiDisabled,
-    /// The device could not be reached, or the deadline passed.
-    DeviceUnavailable,
-    /// The device answered the request with an error.
-    ActionFailed,
-    /// Dispatched, but the outcome cannot be read back.
-    ActionOutcomeUnknown,
-    /// Dispatched, and the device shows no sign of it.
-    ActionNotApplied,
-    /// The device does not implement the service.
-    ServiceUnsupported(GnoiService),
-    /// A client error's own reason.
-    Client(ClientReason),
+/// A reason another kind wrote (`CliError::reason`,
+/// `TargetError::reason`), passed through unchanged.
+const fn as_given(reason: &'static str) -> &'static str {
+    reason
 }
 
-impl ActionReason {
-    /// The reason as written to the API.
-    pub const fn as_str(self) -> &'static str {
-        use ActionReason::*;
-        match self {
-            MutationLeaseBlocked => "MutationLeaseBlocked",
-            MutationLeaseError => "MutationLeaseError",
-            NoTransport => "NoTransport",
-            Dispatching => "Dispatching",
-            Observing => "Observing",
-            Running => "Running",
-            Succeeded => "Succeeded",
-            DeletionPending => "DeletionPending",
-            ConfirmMismatch => "ConfirmMismatch",
-            InvalidAction => "InvalidAction",
-            InvalidPath => "InvalidPath",
-            ConfigMapNotFound => "ConfigMapNotFound",
-            ConfigMapContentMissing => "ConfigMapContentMissing",
-            FileNotFound => "FileNotFound",
-            RebootAlreadyPending => "RebootAlreadyPending",
-            NoRebootPending => "NoRebootPending",
-            FactoryOSUnsupported => "FactoryOSUnsupported",
-            ZeroFillUnsupported => "ZeroFillUnsupported",
-            FactoryResetRefused => "FactoryResetRefused",
-            GnoiDisabled => "GNOIDisabled",
-            DeviceUnavailable => "DeviceUnavailable",
-            ActionFailed => "ActionFailed",
-            ActionOutcomeUnknown => "ActionOutcomeUnknown",
-            ActionNotApplied => "ActionNotApplied",
-            ServiceUnsupported(s) => service_unsupported(s),
-            Client(r) => r.as_str(),
-        }
+reasons! {
+    /// Reasons with the same meaning in several kinds, declared once; each
+    /// kind's enum names them as its own.
+    pub enum CommonReason {
+        /// The CiscoDevice is missing or cannot be reached.
+        NoTransport = "NoTransport",
+        /// The work on the device is running.
+        Running = "Running",
+        /// The object did what it asked for.
+        Succeeded = "Succeeded",
+    }
+}
+
+reasons! {
+    /// Reasons of an IOSXEOperationalAction (`status.reason`,
+    /// `status.failureReason`, the Ready condition and Events).
+    pub enum ActionReason {
+        /// Waiting for the device Lease held by another object.
+        MutationLeaseBlocked = "MutationLeaseBlocked",
+        /// The device Lease could not be read or written.
+        MutationLeaseError = "MutationLeaseError",
+        /// The CiscoDevice is missing or cannot be reached.
+        NoTransport = CommonReason::NoTransport.as_str(),
+        /// The marker is written and the request is being sent.
+        Dispatching = "Dispatching",
+        /// Sent; its effect is being read back from the device.
+        Observing = "Observing",
+        /// Marked as dispatched (Running event).
+        Running = CommonReason::Running.as_str(),
+        /// The action took effect.
+        Succeeded = CommonReason::Succeeded.as_str(),
+        /// Deleted while dispatched: kept until the outcome is known.
+        DeletionPending = "DeletionPending",
+        /// `spec.confirm` differs from `spec.deviceRef.name`.
+        ConfirmMismatch = "ConfirmMismatch",
+        /// The action block is missing, doubled or out of range.
+        InvalidAction = "InvalidAction",
+        /// A path breaks the write-path rules.
+        InvalidPath = ClientReason::InvalidPath.as_str(),
+        /// The FilePut ConfigMap does not exist.
+        ConfigMapNotFound = "ConfigMapNotFound",
+        /// The FilePut ConfigMap has no `binaryData["content"]`.
+        ConfigMapContentMissing = "ConfigMapContentMissing",
+        /// The file to remove does not exist.
+        FileNotFound = "FileNotFound",
+        /// A reboot is pending already.
+        RebootAlreadyPending = "RebootAlreadyPending",
+        /// CancelReboot with no reboot pending.
+        NoRebootPending = "NoRebootPending",
+        /// The device cannot reinstall the factory OS.
+        FactoryOSUnsupported = "FactoryOSUnsupported",
+        /// The device cannot zero-fill storage.
+        ZeroFillUnsupported = "ZeroFillUnsupported",
+        /// The device refused the factory reset.
+        FactoryResetRefused = "FactoryResetRefused",
+        /// gNOI is disabled in the controller's configuration.
+        GnoiDisabled = ClientReason::GnoiDisabled.as_str(),
+        /// The device could not be reached, or the deadline passed.
+        DeviceUnavailable = "DeviceUnavailable",
+        /// The device answered the request with an error.
+        ActionFailed = "ActionFailed",
+        /// Dispatched, but the outcome cannot be read back.
+        ActionOutcomeUnknown = "ActionOutcomeUnknown",
+        /// Dispatched, and the device shows no sign of it.
+        ActionNotApplied = "ActionNotApplied",
+    }
+    wraps {
+        /// The device does not implement the service.
+        ServiceUnsupported(GnoiService) = service_unsupported,
+        /// A client error's own reason.
+        Client(ClientReason) = ClientReason::as_str,
     }
 }
 
@@ -220,95 +233,291 @@ pub fn client_reason(e: &ClientError) -> ClientReason {
     }
 }
 
-/// Reasons of a DeviceOperation (`status.reason`, the Ready condition and
-/// Events).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OperationReason {
-    /// The CiscoDevice is missing or cannot be reached (Pending).
-    NoTransport,
-    /// The device calls are running.
-    Running,
-    /// The operation produced its result.
-    Succeeded,
-    /// Deleted after `ttlSecondsAfterFinished`.
-    Expired,
-    /// The arguments cannot be sent.
-    InvalidArguments,
-    /// The output is too large even for a ConfigMap.
-    ArtifactTooLarge,
-    /// A command is not on the read-only allowlist.
-    CommandNotAllowed,
-    /// The device refused some commands.
-    CommandFailed,
-    /// ConfigDiff is not allowed in the namespace.
-    NamespaceNotAuthorized,
-    /// The spill ConfigMap could not be written.
-    ArtifactWriteFailed,
-    /// The device calls did not finish in time.
-    DeadlineExceeded,
-    /// The result could not be rendered.
-    RenderFailed,
-    /// The device does not implement the service.
-    ServiceUnsupported(GnoiService),
-    /// A device call failed.
-    Client(ClientReason),
-    /// The CLI session failed (`CliError::reason`).
-    Cli(&'static str),
-}
-
-impl OperationReason {
-    /// The reason as written to the API.
-    pub const fn as_str(self) -> &'static str {
-        use OperationReason::*;
-        match self {
-            NoTransport => "NoTransport",
-            Running => "Running",
-            Succeeded => "Succeeded",
-            Expired => "Expired",
-            InvalidArguments => "InvalidArguments",
-            ArtifactTooLarge => "ArtifactTooLarge",
-            CommandNotAllowed => "CommandNotAllowed",
-            CommandFailed => "CommandFailed",
-            NamespaceNotAuthorized => "NamespaceNotAuthorized",
-            ArtifactWriteFailed => "ArtifactWriteFailed",
-            DeadlineExceeded => "DeadlineExceeded",
-            RenderFailed => "RenderFailed",
-            ServiceUnsupported(s) => service_unsupported(s),
-            Client(r) => r.as_str(),
-            Cli(r) => r,
-        }
+reasons! {
+    /// Reasons of a DeviceOperation (`status.reason`, the Ready condition and
+    /// Events).
+    pub enum OperationReason {
+        /// The CiscoDevice is missing or cannot be reached (Pending).
+        NoTransport = CommonReason::NoTransport.as_str(),
+        /// The device calls are running.
+        Running = CommonReason::Running.as_str(),
+        /// The operation produced its result.
+        Succeeded = CommonReason::Succeeded.as_str(),
+        /// Deleted after `ttlSecondsAfterFinished`.
+        Expired = "Expired",
+        /// The arguments cannot be sent.
+        InvalidArguments = ClientReason::InvalidArguments.as_str(),
+        /// The output is too large even for a ConfigMap.
+        ArtifactTooLarge = "ArtifactTooLarge",
+        /// A command is not on the read-only allowlist.
+        CommandNotAllowed = "CommandNotAllowed",
+        /// The device refused some commands.
+        CommandFailed = "CommandFailed",
+        /// ConfigDiff is not allowed in the namespace.
+        NamespaceNotAuthorized = "NamespaceNotAuthorized",
+        /// The spill ConfigMap could not be written.
+        ArtifactWriteFailed = "ArtifactWriteFailed",
+        /// The device calls did not finish in time.
+        DeadlineExceeded = ClientReason::DeadlineExceeded.as_str(),
+        /// The result could not be rendered.
+        RenderFailed = "RenderFailed",
+    }
+    wraps {
+        /// The device does not implement the service.
+        ServiceUnsupported(GnoiService) = service_unsupported,
+        /// A device call failed.
+        Client(ClientReason) = ClientReason::as_str,
+        /// The CLI session failed (`CliError::reason`).
+        Cli(&'static str) = as_given,
     }
 }
 
-wire_traits!(OperationReason);
-
-/// Reasons of a CiscoDevice (its conditions and Events).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceReason {
-    /// Credentials and trust material resolved.
-    Resolved,
-    /// The device answered a probe.
-    Answered,
-    /// The device's configuration cannot be resolved
-    /// (`TargetError::reason`).
-    Target(&'static str),
-    /// A probe or the connection failed.
-    Client(ClientReason),
-}
-
-impl DeviceReason {
-    /// The reason as written to the API.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            DeviceReason::Resolved => "Resolved",
-            DeviceReason::Answered => "Answered",
-            DeviceReason::Target(r) => r,
-            DeviceReason::Client(r) => r.as_str(),
-        }
+reasons! {
+    /// Reasons of a CiscoDevice (its conditions and Events).
+    pub enum DeviceReason {
+        /// Credentials and trust material resolved.
+        Resolved = "Resolved",
+        /// The device answered a probe.
+        Answered = "Answered",
+    }
+    wraps {
+        /// The device's configuration cannot be resolved
+        /// (`TargetError::reason`).
+        Target(&'static str) = as_given,
+        /// A probe or the connection failed.
+        Client(ClientReason) = ClientReason::as_str,
     }
 }
 
-wire_traits!(DeviceReason);
+/// Event reason of every phase change of an upgrade or a rollout (the
+/// Event's action names the phase pair, e.g. `TransferringToValidating`).
+pub const PHASE_TRANSITION: &str = "PhaseTransition";
+
+reasons! {
+    /// Why an image source could not be used (`SourceError::reason`).
+    pub enum SourceReason {
+        /// The URL cannot be parsed.
+        InvalidUrl = "SourceInvalidURL",
+        /// The URL's scheme is not one the controller fetches from.
+        UnsupportedScheme = "SourceUnsupportedScheme",
+        /// The server has no such file.
+        NotFound = "SourceNotFound",
+        /// The server refused the credentials.
+        AuthFailed = "SourceAuthFailed",
+        /// The SSH server's host key is not in knownHosts.
+        HostKeyRejected = "SourceHostKeyRejected",
+        /// An SSH source without knownHosts (and without the insecure opt-in).
+        MissingKnownHosts = "SourceMissingKnownHosts",
+        /// The image is larger than the configured limit.
+        TooLarge = "ImageTooLarge",
+        /// The bytes do not hash to the expected SHA-256.
+        DigestMismatch = "SourceDigestMismatch",
+        /// The server cannot be reached (retryable).
+        Unreachable = "SourceUnreachable",
+        /// The server broke its protocol.
+        ProtocolError = "SourceProtocolError",
+        /// The image cache's disk failed (retryable).
+        CacheIoError = "ImageCacheIOError",
+        /// The credentials Secret is missing or unusable.
+        CredentialsInvalid = "SourceCredentialsInvalid",
+    }
+}
+
+reasons! {
+    /// Reasons of an IOSXESoftwareUpgrade (`status.reason`,
+    /// `status.failureReason` and its conditions).
+    pub enum UpgradeReason {
+        /// Seen for the first time; nothing started.
+        Accepted = "Accepted",
+        /// The Ready condition of a new upgrade.
+        Pending = UpgradePhase::Pending.as_str(),
+        /// Deleted before activation: cancelled.
+        Deleted = "Deleted",
+        /// The image source cannot be used as given.
+        InvalidImageSource = "InvalidImageSource",
+        /// `spec.targetVersion` cannot be parsed.
+        InvalidTargetVersion = "InvalidTargetVersion",
+        /// The maintenance window closed before activation.
+        MaintenanceWindowExpired = "MaintenanceWindowExpired",
+        /// Waiting for the maintenance window to open.
+        MaintenanceWindowNotOpen = "MaintenanceWindowNotOpen",
+        /// Another object holds the device Lease.
+        DeviceLocked = "DeviceLocked",
+        /// The device Lease could not be read or written.
+        DeviceLeaseError = "DeviceLeaseError",
+        /// The CiscoDevice is missing or cannot be configured.
+        NoTransport = CommonReason::NoTransport.as_str(),
+        /// The device does not answer.
+        DeviceUnreachable = "DeviceUnreachable",
+        /// Checking the device and the image source.
+        Resolving = UpgradePhase::Resolving.as_str(),
+        /// The device runs the target version.
+        VersionMatch = "VersionMatch",
+        /// Nothing to do: the device already runs the target version.
+        AlreadyAtTargetVersion = "AlreadyAtTargetVersion",
+        /// The device kept reporting an install in progress, or the
+        /// transfer did not finish, within installTimeoutSeconds.
+        InstallTimeout = "InstallTimeout",
+        /// Waiting for an install already running on the device.
+        InstallInProgress = "InstallInProgress",
+        /// The localPath image is not on the device.
+        LocalImageNotFound = "LocalImageNotFound",
+        /// A version read from the device is not the target version.
+        VersionMismatch = "VersionMismatch",
+        /// The device has the image already; nothing is sent.
+        ImageAlreadyPresent = "ImageAlreadyPresent",
+        /// Validating the staged image.
+        Validating = UpgradePhase::Validating.as_str(),
+        /// A preinstalled image is not in the device's inventory.
+        TargetNotInstalled = "TargetNotInstalled",
+        /// Flash has no room for the image and the margin.
+        InsufficientFlash = "InsufficientFlash",
+        /// The transfer is running.
+        TransferInProgress = "TransferInProgress",
+        /// Sending the image.
+        Transferring = UpgradePhase::Transferring.as_str(),
+        /// The transfer broke; a retry is spent.
+        TransferInterrupted = UpgradePhase::TransferInterrupted.as_str(),
+        /// Sending the image again after an interruption.
+        TransferRetrying = "TransferRetrying",
+        /// The device validated the image sent.
+        ImageTransferred = "ImageTransferred",
+        /// The device found the image corrupt.
+        ImageIntegrityFailed = "ImageIntegrityFailed",
+        /// The device could not parse the image.
+        ImageParseFailed = "ImageParseFailed",
+        /// The image does not fit this device.
+        ImageIncompatible = "ImageIncompatible",
+        /// The device answered InstallError `INSTALL_RUN_PACKAGE`.
+        InstallRunPackage = "InstallRunPackage",
+        /// The device answered InstallError `NOT_SUPPORTED_ON_BACKUP`.
+        NotSupportedOnBackup = "NotSupportedOnBackup",
+        /// Any other install failure.
+        InstallFailed = "InstallFailed",
+        /// Every transfer retry was spent.
+        TransferRetriesExhausted = "TransferRetriesExhausted",
+        /// The localPath file's SHA-256 differs from localPathSHA256.
+        LocalImageDigestMismatch = "LocalImageDigestMismatch",
+        /// The localPath file matches localPathSHA256.
+        Sha256Match = "SHA256Match",
+        /// The localPath file was not checked (no localPathSHA256).
+        NotVerified = "NotVerified",
+        /// The localPath file could not be read back.
+        LocalImageUnreadable = "LocalImageUnreadable",
+        /// The configMapRef ConfigMap could not be read.
+        ImageSourceUnavailable = "ImageSourceUnavailable",
+        /// The configMapRef ConfigMap does not exist.
+        ImageSourceNotFound = "ImageSourceNotFound",
+        /// A status the lifecycle cannot have reached.
+        InternalError = "InternalError",
+        /// ValidationPassed, spelled as the specification's `kubectl
+        /// describe` output shows it.
+        PreflightOk = "PrefligthOK",
+        /// Sending OS.Activate.
+        Activating = UpgradePhase::Activating.as_str(),
+        /// The device refused OS.Activate.
+        ActivateFailed = "ActivateFailed",
+        /// OS.Activate was accepted.
+        OsActivated = "OSActivated",
+        /// Waiting for the device to come back after the reload.
+        AwaitingReachability = UpgradePhase::AwaitingReachability.as_str(),
+        /// NoReboot: the image is staged for the next reload.
+        ImageStaged = "ImageStaged",
+        /// NoReboot: the device boots the target version next.
+        StagedForNextReload = "StagedForNextReload",
+        /// Whether OS.Activate reached the device is unknown.
+        ActivationUnconfirmed = "ActivationUnconfirmed",
+        /// Reading the version the device came back with.
+        Verifying = UpgradePhase::Verifying.as_str(),
+        /// The device did not come back within rebootTimeoutSeconds.
+        RebootTimeout = UpgradePhase::RebootTimeout.as_str(),
+        /// An ISSU strategy, and the device did not take the ISSU path.
+        IssuNotSelected = "ISSUNotSelected",
+        /// Re-activating previousVersion.
+        RollingBack = UpgradePhase::RollingBack.as_str(),
+        /// The rollback activation failed or came back wrong.
+        RollbackFailed = "RollbackFailed",
+        /// The device did not come back from the rollback in time.
+        RollbackTimeout = "RollbackTimeout",
+        /// The device runs previousVersion again.
+        RolledBack = UpgradePhase::RolledBack.as_str(),
+    }
+    wraps {
+        /// The image source's own reason.
+        Source(SourceReason) = SourceReason::as_str,
+        /// `<Service>ServiceUnsupported`.
+        ServiceUnsupported(GnoiService) = service_unsupported,
+    }
+}
+
+reasons! {
+    /// Reasons of an IOSXESoftwareRollout (`status.reason`, its
+    /// conditions, its failed targets and Events).
+    pub enum RolloutReason {
+        /// The plan's ConfigMap could not be read or written.
+        PlanUnavailable = "PlanUnavailable",
+        /// The plan was frozen (Event).
+        PlanFrozen = "PlanFrozen",
+        /// The targets select no device.
+        NoTargets = "NoTargets",
+        /// More targets than `maxTargets`.
+        TooManyTargets = "TooManyTargets",
+        /// A listed device has no CiscoDevice.
+        DeviceNotFound = "DeviceNotFound",
+        /// A canary is not among the targets.
+        CanaryNotTargeted = "CanaryNotTargeted",
+        /// A device is in two canary groups.
+        CanaryInTwoGroups = "CanaryInTwoGroups",
+        /// A target lacks a topology domain's label.
+        MissingTopologyLabel = "MissingTopologyLabel",
+        /// A target's image family label differs from the source's.
+        ImageFamilyMismatch = "ImageFamilyMismatch",
+        /// Targets are running.
+        Progressing = "Progressing",
+        /// No budget has room for the next target.
+        WaitingForBudget = "WaitingForBudget",
+        /// Waiting for the maintenance window to open.
+        WaitingForWindow = "WaitingForWindow",
+        /// The window closed; running children finish.
+        MaintenanceWindowClosing = "MaintenanceWindowClosing",
+        /// The window closed with targets left.
+        MaintenanceWindowExpired = UpgradeReason::MaintenanceWindowExpired.as_str(),
+        /// Every target runs the target version.
+        Succeeded = CommonReason::Succeeded.as_str(),
+        /// Every wave ran, and some targets failed.
+        TargetsFailed = "TargetsFailed",
+        /// A target's upgrade failed (Event).
+        TargetFailed = "TargetFailed",
+        /// An observed child was deleted: the target is lost.
+        UpgradeDeleted = "UpgradeDeleted",
+        /// Too many failures: nothing new starts.
+        Halted = RolloutPhase::Halted.as_str(),
+        /// A control revision resumed the campaign (Event).
+        Resumed = "Resumed",
+        /// Paused by `spec.control.pause`.
+        PausedByControl = "PausedByControl",
+        /// Paused after the canaries (`pauseAfterCanary`).
+        CanaryCompleted = "CanaryCompleted",
+        /// Waiting for `spec.approval.planHash`.
+        AwaitingApproval = RolloutPhase::AwaitingApproval.as_str(),
+        /// The wave's soak is running.
+        Soaking = RolloutPhase::Soaking.as_str(),
+        /// A device of the wave was not Ready: the soak starts again.
+        SoakRestarted = "SoakRestarted",
+        /// A device of the wave broke during the soak (Event).
+        SoakFailed = "SoakFailed",
+        /// The soak passed; waiting for a recent enough device reading.
+        WaitingForHealthReading = "WaitingForHealthReading",
+        /// A wave passed its soak (Event).
+        WavePassed = "WavePassed",
+        /// Children before Activating are being deleted.
+        Cancelling = RolloutPhase::Cancelling.as_str(),
+        /// Cancelled by `spec.control.cancel`.
+        Cancelled = RolloutPhase::Cancelled.as_str(),
+        /// A phase changed (Event).
+        PhaseTransition = PHASE_TRANSITION,
+    }
+}
 
 /// `<Service>ServiceUnsupported`, e.g. `OSServiceUnsupported`.
 pub const fn service_unsupported(s: GnoiService) -> &'static str {
@@ -322,12 +531,10 @@ pub const fn service_unsupported(s: GnoiService) -> &'static str {
     }
 }
 
-wire_traits!(ActionReason);
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reconcile::operation::service_name;
+    use crate::operation::service_name;
 
     #[test]
     fn service_reasons_follow_the_service_names() {
@@ -353,6 +560,82 @@ mod tests {
             OperationReason::ServiceUnsupported(GnoiService::Os),
             "OSServiceUnsupported"
         );
+    }
+
+    /// The wire strings are public API: this snapshot pins every one, so a
+    /// renamed variant or a typo shows up as a snapshot diff.
+    #[test]
+    fn wire_strings() {
+        fn list<T: Copy + std::fmt::Debug>(all: &[T], wire: fn(T) -> &'static str) -> String {
+            all.iter()
+                .map(|r| format!("{r:?} = {}\n", wire(*r)))
+                .collect()
+        }
+        let text = [
+            (
+                "UpgradeReason",
+                list(UpgradeReason::ALL, UpgradeReason::as_str),
+            ),
+            (
+                "RolloutReason",
+                list(RolloutReason::ALL, RolloutReason::as_str),
+            ),
+            (
+                "SourceReason",
+                list(SourceReason::ALL, SourceReason::as_str),
+            ),
+            (
+                "ClientReason",
+                list(ClientReason::ALL, ClientReason::as_str),
+            ),
+            (
+                "CommonReason",
+                list(CommonReason::ALL, CommonReason::as_str),
+            ),
+            (
+                "ActionReason",
+                list(ActionReason::ALL, ActionReason::as_str),
+            ),
+            (
+                "OperationReason",
+                list(OperationReason::ALL, OperationReason::as_str),
+            ),
+            (
+                "DeviceReason",
+                list(DeviceReason::ALL, DeviceReason::as_str),
+            ),
+        ]
+        .map(|(name, l)| format!("{name}\n{l}"))
+        .join("\n");
+        insta::assert_snapshot!(text);
+        assert_eq!(
+            UpgradeReason::Source(SourceReason::DigestMismatch),
+            "SourceDigestMismatch"
+        );
+        assert_eq!(
+            UpgradeReason::ServiceUnsupported(GnoiService::File),
+            "FileServiceUnsupported"
+        );
+        assert_eq!(
+            String::from(RolloutReason::PhaseTransition),
+            PHASE_TRANSITION
+        );
+    }
+
+    /// Within a kind no two reasons share a wire string (an alias of
+    /// another kind's reason is fine: it is that reason).
+    #[test]
+    fn wire_strings_are_distinct_per_kind() {
+        fn distinct<T: Copy>(all: &[T], wire: fn(T) -> &'static str) -> bool {
+            let mut seen = std::collections::HashSet::new();
+            all.iter().all(|r| seen.insert(wire(*r)))
+        }
+        assert!(distinct(UpgradeReason::ALL, UpgradeReason::as_str));
+        assert!(distinct(RolloutReason::ALL, RolloutReason::as_str));
+        assert!(distinct(SourceReason::ALL, SourceReason::as_str));
+        assert!(distinct(ActionReason::ALL, ActionReason::as_str));
+        assert!(distinct(OperationReason::ALL, OperationReason::as_str));
+        assert!(distinct(CommonReason::ALL, CommonReason::as_str));
     }
 
     #[test]

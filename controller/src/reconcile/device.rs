@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::runtime::controller::Action;
+use kube::runtime::controller::Action as KubeAction;
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 
@@ -349,7 +349,10 @@ fn transition_event(phase: DevicePhase) -> EventType {
 }
 
 /// Reconciles one CiscoDevice.
-pub async fn reconcile(dev: Arc<CiscoDevice>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+pub async fn reconcile(
+    dev: Arc<CiscoDevice>,
+    ctx: Arc<Context>,
+) -> Result<KubeAction, ReconcileError> {
     let (ns, name) = ns_name(dev.as_ref())?;
     engine::record_device(&name);
     let key = device_key(&ns, &name);
@@ -359,7 +362,7 @@ pub async fn reconcile(dev: Arc<CiscoDevice>, ctx: Arc<Context>) -> Result<Actio
         _ => {
             ctx.pool.remove(&key);
             ctx.forget_probe(&key);
-            return Ok(Action::await_change());
+            return Ok(KubeAction::await_change());
         }
     };
     let generation = fresh.metadata.generation;
@@ -368,7 +371,7 @@ pub async fn reconcile(dev: Arc<CiscoDevice>, ctx: Arc<Context>) -> Result<Actio
     {
         let now = Instant::now();
         if now < due {
-            return Ok(Action::requeue(due - now));
+            return Ok(KubeAction::requeue(due - now));
         }
     }
 
@@ -399,7 +402,7 @@ pub async fn reconcile(dev: Arc<CiscoDevice>, ctx: Arc<Context>) -> Result<Actio
     if status != previous && write_status(&api, &fresh, status.clone()).await?.is_none() {
         // Written by someone else since it was read: probe again on the
         // fresh object.
-        return Ok(Action::requeue(engine::CONFLICT_RETRY));
+        return Ok(KubeAction::requeue(engine::CONFLICT_RETRY));
     }
     ctx.record_probe(
         &key,
@@ -426,8 +429,8 @@ pub async fn reconcile(dev: Arc<CiscoDevice>, ctx: Arc<Context>) -> Result<Actio
         .await;
     }
     Ok(match next {
-        Some(d) => Action::requeue(d),
-        None => Action::await_change(),
+        Some(d) => KubeAction::requeue(d),
+        None => KubeAction::await_change(),
     })
 }
 

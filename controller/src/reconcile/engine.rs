@@ -25,13 +25,12 @@
 //!   a device-bound kind; [`lease_holder`] and [`device_locks`]: the holder
 //!   identity of the per-device Lease.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::runtime::controller::Action;
+use kube::runtime::controller::Action as KubeAction;
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -355,28 +354,6 @@ pub fn device_locks(ctx: &Context, ns: &str) -> DeviceLocks {
 
 // ---- the loop around a reconcile -----------------------------------------
 
-/// Consecutive failures per object, for the backoff of [`error_policy`].
-#[derive(Default)]
-pub(crate) struct Failures(Mutex<HashMap<String, u32>>);
-
-impl Failures {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Counts one more failure of `key`; the count so far.
-    fn fail(&self, key: &str) -> u32 {
-        let mut m = self.lock();
-        let n = m.entry(key.to_owned()).or_insert(0);
-        *n = n.saturating_add(1);
-        *n
-    }
-
-    fn succeed(&self, key: &str) {
-        self.lock().remove(key);
-    }
-}
-
 fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
     format!(
         "{}/{}/{}",
@@ -411,18 +388,18 @@ pub(crate) fn error_policy<K: Resource<DynamicType = ()>>(
     obj: Arc<K>,
     err: &ReconcileError,
     ctx: Arc<Context>,
-) -> Action {
+) -> KubeAction {
     let failures = ctx.failures.fail(&object_key(obj.as_ref()));
     match retry_after(err, failures) {
         Some(after) => {
             tracing::warn!(kind = %K::kind(&()), object = %obj.name_any(), error = %err,
                 failures, retry_in = ?after, "reconcile failed; retrying");
-            Action::requeue(after)
+            KubeAction::requeue(after)
         }
         None => {
             tracing::error!(kind = %K::kind(&()), object = %obj.name_any(), error = %err,
                 "reconcile failed permanently; not retried until the object changes");
-            Action::await_change()
+            KubeAction::await_change()
         }
     }
 }
@@ -435,11 +412,11 @@ pub(crate) fn instrument<K, F, Fut>(
 ) -> impl FnMut(
     Arc<K>,
     Arc<Context>,
-) -> futures::future::BoxFuture<'static, Result<Action, ReconcileError>>
+) -> futures::future::BoxFuture<'static, Result<KubeAction, ReconcileError>>
 where
     K: Resource<DynamicType = ()> + Send + Sync + 'static,
     F: FnMut(Arc<K>, Arc<Context>) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<Action, ReconcileError>> + Send + 'static,
+    Fut: Future<Output = Result<KubeAction, ReconcileError>> + Send + 'static,
 {
     move |obj: Arc<K>, ctx: Arc<Context>| {
         let kind = K::kind(&()).into_owned();
@@ -506,16 +483,5 @@ mod tests {
         for (err, n, want) in cases {
             assert_eq!(retry_after(err, n), want, "{err} after {n} failures");
         }
-    }
-
-    #[test]
-    fn a_success_resets_the_backoff() {
-        let f = Failures::default();
-        assert_eq!(f.fail("a"), 1);
-        assert_eq!(f.fail("a"), 2);
-        assert_eq!(f.fail("b"), 1);
-        f.succeed("a");
-        assert_eq!(f.fail("a"), 1);
-        assert_eq!(f.fail("b"), 2);
     }
 }

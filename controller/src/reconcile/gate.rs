@@ -17,7 +17,7 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::runtime::controller::Action;
+use kube::runtime::controller::Action as KubeAction;
 use kube::runtime::events::EventType;
 use kube::{Api, Resource};
 use serde::Serialize;
@@ -26,7 +26,7 @@ use super::engine::{self, HasStatus, write_status};
 use super::{Context, DrivenKind, ReconcileError, ns_name};
 use crate::conditions::{self, DesiredCondition};
 use crate::config::Gate;
-use crate::crd::common::ConditionStatus;
+use crate::crd::common::{ConditionStatus, READY_CONDITION};
 use crate::crd::{IOSXEOperationalAction, IOSXESoftwareRollout, IOSXESoftwareUpgrade};
 
 /// What the gate reconciler needs to know about an object's status.
@@ -142,7 +142,7 @@ pub fn gate_status(
     conditions::merge(
         &mut conds,
         DesiredCondition::new(
-            "Ready",
+            READY_CONDITION,
             ConditionStatus::False,
             gate.reason(),
             gate.disabled_message(),
@@ -176,11 +176,11 @@ pub fn overlay<K: HasStatus>(obj: &K, report: &GateStatus) -> Result<K::Status, 
 pub async fn reconcile<K: GatedKind>(
     obj: Arc<K>,
     ctx: Arc<Context>,
-) -> Result<Action, ReconcileError> {
+) -> Result<KubeAction, ReconcileError> {
     let (ns, name) = ns_name(obj.as_ref())?;
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
     let Some(fresh) = api.get_opt(&name).await? else {
-        return Ok(Action::await_change());
+        return Ok(KubeAction::await_change());
     };
     let view = fresh.gate_view();
     let generation = fresh.meta().generation;
@@ -190,7 +190,7 @@ pub async fn reconcile<K: GatedKind>(
         .map_or(scope.device.is_none(), |d| scope.serves_device(d));
     let decision = step(K::GATE, &view, generation, in_scope);
     if decision != GateStep::Report {
-        return Ok(Action::await_change());
+        return Ok(KubeAction::await_change());
     }
     if let Some(device) = fresh.device_name() {
         engine::record_device(device);
@@ -200,7 +200,7 @@ pub async fn reconcile<K: GatedKind>(
         .await?
         .is_none()
     {
-        return Ok(Action::requeue(engine::CONFLICT_RETRY));
+        return Ok(KubeAction::requeue(engine::CONFLICT_RETRY));
     }
     tracing::info!(kind = %K::kind(&()), namespace = %ns, %name, reason = K::GATE.reason(),
         "gate is off; nothing sent to the device");
@@ -212,7 +212,7 @@ pub async fn reconcile<K: GatedKind>(
         K::GATE.disabled_message().to_owned(),
     )
     .await;
-    Ok(Action::await_change())
+    Ok(KubeAction::await_change())
 }
 
 #[cfg(test)]

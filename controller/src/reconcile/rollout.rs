@@ -36,6 +36,7 @@ use crate::crd::upgrade::{DEFAULT_MAX_RETRIES, ResumePolicy};
 use crate::crd::{
     CiscoDevice, IOSXESoftwareRollout, IOSXESoftwareUpgrade, IOSXESoftwareUpgradeSpec,
 };
+use crate::reason::{PHASE_TRANSITION, RolloutReason};
 use crate::rollout::{Action, ChildObs, DeviceInfo, DeviceObs, Observation, Plan, freeze, step};
 
 /// Kind name in metrics and logs.
@@ -158,7 +159,7 @@ pub async fn reconcile(
                     p
                 }
                 Err(why) => {
-                    return fail(&ctx, &api, &ro, "PlanUnavailable", why, now).await;
+                    return fail(&ctx, &api, &ro, RolloutReason::PlanUnavailable, why, now).await;
                 }
             },
         },
@@ -182,7 +183,7 @@ pub async fn reconcile(
             let (plan, hash, cm) = match store_plan(&ctx, &ro, &ns, plan).await? {
                 Stored::Plan(plan, hash, cm) => (plan, hash, cm),
                 Stored::Refused(why) => {
-                    return fail(&ctx, &api, &ro, "PlanUnavailable", why, now).await;
+                    return fail(&ctx, &api, &ro, RolloutReason::PlanUnavailable, why, now).await;
                 }
                 Stored::Wait(why) => {
                     tracing::info!(rollout = %name, %why, "waiting to freeze the plan");
@@ -273,7 +274,7 @@ pub async fn reconcile(
             0,
             crate::rollout::Note {
                 warning: false,
-                reason: "PlanFrozen",
+                reason: RolloutReason::PlanFrozen,
                 action: "Freeze".to_owned(),
                 message: note,
             },
@@ -301,8 +302,14 @@ pub async fn reconcile(
             EventType::Normal
         };
         let action = crate::conditions::truncate_utf8(&note.action, 128);
-        ctx.publish(&ro, kind, note.reason, action, note.message.clone())
-            .await;
+        ctx.publish(
+            &ro,
+            kind,
+            note.reason.as_str(),
+            action,
+            note.message.clone(),
+        )
+        .await;
     }
     execute(&ctx, &ro, &ns, &d.actions).await?;
     Ok(d.requeue
@@ -490,21 +497,21 @@ async fn fail(
     ctx: &Context,
     api: &Api<IOSXESoftwareRollout>,
     ro: &IOSXESoftwareRollout,
-    reason: &str,
+    reason: RolloutReason,
     message: String,
     now: Timestamp,
 ) -> Result<KubeAction, ReconcileError> {
     let previous = ro.status.clone().unwrap_or_default();
     let mut s: IOSXESoftwareRolloutStatus = previous.clone();
     s.phase = Some(RolloutPhase::Failed);
-    s.reason = Some(reason.to_owned());
+    s.reason = Some(reason.into());
     s.message = Some(message.clone());
     s.observed_generation = ro.metadata.generation;
     s.completion_time.get_or_insert(Time(now));
     crate::conditions::set_ready(
         &mut s.conditions,
         false,
-        reason,
+        reason.as_str(),
         &message,
         ro.metadata.generation,
         now,
@@ -515,7 +522,7 @@ async fn fail(
     ctx.publish(
         ro,
         EventType::Warning,
-        "PhaseTransition",
+        PHASE_TRANSITION,
         &format!(
             "{}ToFailed",
             previous.phase.map_or("None", RolloutPhase::as_str)

@@ -11,9 +11,9 @@
 //! * The device is locked with the shared per-device Lease
 //!   ([`crate::lease::DeviceLocks`]) from Pending to the terminal phase.
 //! * The transfer runs in a task that outlives one reconcile
-//!   ([`Runtime`]), under a global semaphore of
+//!   ([`super::transfers::Runtime`]), under a global semaphore of
 //!   `CVK_MAX_CONCURRENT_TRANSFERS`; its progress is written at most every
-//!   [`PROGRESS_WRITE_INTERVAL`].
+//!   [`super::transfers::PROGRESS_WRITE_INTERVAL`].
 //! * A finalizer is held while the upgrade is not terminal: deleting before
 //!   Activating cancels the transfer and ends Cancelled; from Activating on
 //!   the object stays until the device has settled.
@@ -22,7 +22,6 @@
 //!   `upgrade-after-activate` and `upgrade-enter-<Phase>` let crash tests
 //!   kill the controller at each of those moments.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,27 +32,27 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::runtime::controller::Action as KubeAction;
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
-use serde_json::Value;
 use sha2::{Digest, Sha256};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::engine::{
     self, add_finalizer, device_locks, drop_finalizer, gnoi_client, lease_holder, write_status,
 };
+use super::transfers::TransferTask;
 use super::{Context, ReconcileError, ns_name};
 use crate::client::os::{ActivateOutcome, InstallOutcome, InstallParams};
-use crate::client::{ClientError, DeviceClient, ErrorClass};
+use crate::client::{ClientError, DeviceClient, ErrorClass, GnoiService};
 use crate::crd::IOSXESoftwareUpgrade;
 use crate::crd::upgrade::{Source, UpgradePhase};
 use crate::lease::Acquire;
+use crate::reason::{PHASE_TRANSITION, SourceReason, UpgradeReason, UpgradeReason as R};
 use crate::source::{
-    FetchRequest, ImageCache, ImageStream, ReadCounters, SourceError, SourceSettings,
-    UrlCredentials, source_error,
+    FetchRequest, ImageStream, ReadCounters, SourceError, UrlCredentials, source_error,
 };
+use crate::upgrade::device::{apply_leaf, images};
 use crate::upgrade::step::{
     Action, ActivationObs, ActivationResult, DeviceObs, DeviceState, LeaseObs, Observation,
-    SourceObs, StagedImage, TransferObs, TransferState, step,
+    SourceObs, TransferObs, TransferState, step,
 };
 
 /// Finalizer held while an upgrade is not terminal.
@@ -62,132 +61,8 @@ pub const FINALIZER: &str = "ops.cisco.vk/iosxesoftwareupgrade";
 /// Kind name used in Lease holders and metrics.
 pub const KIND: &str = "IOSXESoftwareUpgrade";
 
-/// Least time between two status writes that only move transfer progress.
-pub const PROGRESS_WRITE_INTERVAL: Duration = Duration::from_secs(3);
-
 /// Key of `binaryData` holding a configMapRef image.
 pub const CONFIGMAP_IMAGE_KEY: &str = "image";
-
-/// Settings of the upgrade reconciler (from `cvk-controller run` flags).
-#[derive(Debug, Clone)]
-pub struct UpgradeSettings {
-    /// `CVK_INSTALL_CHUNK_BYTES`: OS.Install content message size.
-    pub chunk_bytes: usize,
-    /// `CVK_MAX_CONCURRENT_TRANSFERS`: transfers running at once.
-    pub max_concurrent_transfers: usize,
-    /// `CISCO_VK_UPGRADE_MAX_IMAGE_BYTES`: largest accepted image.
-    pub max_image_bytes: u64,
-    /// `CVK_IMAGE_CACHE_DIR`: the content-addressed image cache.
-    pub image_cache_dir: std::path::PathBuf,
-    /// `CISCO_VK_UPGRADE_ALLOW_INSECURE_SSH`.
-    pub allow_insecure_ssh: bool,
-}
-
-impl Default for UpgradeSettings {
-    fn default() -> Self {
-        Self {
-            chunk_bytes: crate::client::os::DEFAULT_CHUNK_BYTES,
-            max_concurrent_transfers: 4,
-            max_image_bytes: crate::config::DEFAULT_MAX_IMAGE_BYTES,
-            image_cache_dir: std::env::temp_dir().join("cvk-upgrade-cache"),
-            allow_insecure_ssh: false,
-        }
-    }
-}
-
-struct TransferTask {
-    attempt: i32,
-    state: Arc<Mutex<TransferState>>,
-    cancel: CancellationToken,
-}
-
-/// Upgrade state that outlives one reconcile: running transfers and the
-/// time of the last progress write, per object UID.
-pub struct Runtime {
-    settings: UpgradeSettings,
-    cache: Result<ImageCache, SourceError>,
-    permits: Arc<Semaphore>,
-    transfers: Mutex<HashMap<String, TransferTask>>,
-    progress_written: Mutex<HashMap<String, Instant>>,
-}
-
-impl Runtime {
-    /// A runtime for `settings`.
-    pub fn new(settings: UpgradeSettings) -> Self {
-        let mut source = SourceSettings::new(settings.image_cache_dir.clone());
-        source.max_image_bytes = settings.max_image_bytes;
-        source.allow_insecure_ssh = settings.allow_insecure_ssh;
-        source.max_concurrent_fetches = settings.max_concurrent_transfers.max(1);
-        Self {
-            cache: ImageCache::new(source),
-            permits: Arc::new(Semaphore::new(settings.max_concurrent_transfers.max(1))),
-            settings,
-            transfers: Mutex::new(HashMap::new()),
-            progress_written: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// The settings.
-    pub fn settings(&self) -> &UpgradeSettings {
-        &self.settings
-    }
-
-    fn observe(&self, uid: &str) -> Option<TransferObs> {
-        let t = self.transfers.lock().unwrap_or_else(|p| p.into_inner());
-        t.get(uid).map(|task| TransferObs {
-            attempt: task.attempt,
-            state: task.state.lock().unwrap_or_else(|p| p.into_inner()).clone(),
-        })
-    }
-
-    fn cancel(&self, uid: &str) {
-        if let Some(task) = self
-            .transfers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(uid)
-        {
-            task.cancel.cancel();
-        }
-        self.progress_written
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(uid);
-    }
-
-    /// Cancels every transfer (the controllers are stopping).
-    pub(crate) fn cancel_all(&self) {
-        let tasks: Vec<TransferTask> = self
-            .transfers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain()
-            .map(|(_, t)| t)
-            .collect();
-        for t in tasks {
-            t.cancel.cancel();
-        }
-        self.progress_written
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
-    }
-
-    fn progress_due(&self, uid: &str) -> bool {
-        self.progress_written
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(uid)
-            .is_none_or(|t| t.elapsed() >= PROGRESS_WRITE_INTERVAL)
-    }
-
-    fn progress_written(&self, uid: &str) {
-        self.progress_written
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(uid.to_owned(), Instant::now());
-    }
-}
 
 /// Where transfer content comes from.
 enum Content {
@@ -203,7 +78,7 @@ fn source_failure(e: &SourceError) -> TransferState {
         SourceError::DigestMismatch { .. } => TransferState::DigestMismatch(e.to_string()),
         e if e.is_retryable() => TransferState::Interrupted(format!("{}: {e}", e.reason())),
         e => TransferState::Failed {
-            reason: e.reason().to_owned(),
+            reason: R::Source(e.reason()),
             message: e.to_string(),
         },
     }
@@ -222,7 +97,7 @@ async fn url_credentials(
         Ok(Some(s)) => s,
         Ok(None) => {
             return Err(TransferState::Failed {
-                reason: "SourceCredentialsInvalid".into(),
+                reason: R::Source(SourceReason::CredentialsInvalid),
                 message: format!(
                     "spec.imageSource.urlSecretRef: Secret {:?} does not exist in namespace {ns:?}",
                     r.name
@@ -239,7 +114,7 @@ async fn url_credentials(
     UrlCredentials::from_secret_data(&secret.data.unwrap_or_default())
         .map(Some)
         .map_err(|e| TransferState::Failed {
-            reason: e.reason().to_owned(),
+            reason: R::Source(e.reason()),
             message: format!("spec.imageSource.urlSecretRef {:?}: {e}", r.name),
         })
 }
@@ -321,7 +196,7 @@ pub async fn reconcile(
             // (type, reason, action), so one action per pair keeps every
             // transition's note.
             let action = format!("{}To{}", t.from, t.to);
-            ctx.publish(&up, type_, "PhaseTransition", &action, t.event_note())
+            ctx.publish(&up, type_, PHASE_TRANSITION, &action, t.event_note())
                 .await;
             crate::pause::point(&format!("upgrade-enter-{}", t.to)).await;
         }
@@ -369,17 +244,17 @@ pub async fn reconcile(
                 Action::HashLocalFile { path } => {
                     obs.local_file = Some(
                         match device_client(&ctx, &ns, &device, &mut client).await {
-                            Err(m) => Err(("LocalImageUnreadable".into(), m)),
+                            Err(m) => Err((R::LocalImageUnreadable, m)),
                             Ok(c) => match c.file_hash(&path).await {
                                 Ok(h) => Ok(h.sha256),
                                 Err(ClientError::ServiceUnsupported { .. }) => Err((
-                                    "FileServiceUnsupported".into(),
+                                    R::ServiceUnsupported(GnoiService::File),
                                     format!(
                                         "localPathSHA256 cannot be checked: the device does not implement gNOI File ({path})"
                                     ),
                                 )),
                                 Err(e) => Err((
-                                    "LocalImageUnreadable".into(),
+                                    R::LocalImageUnreadable,
                                     format!("reading {path} with gNOI File.Get: {e}"),
                                 )),
                             },
@@ -516,83 +391,19 @@ async fn observe_device(
     DeviceObs::Up(st)
 }
 
-fn as_u64(v: &Value) -> Option<u64> {
-    match v {
-        Value::Number(n) => n.as_u64(),
-        Value::String(s) => s.parse().ok(),
-        _ => None,
-    }
-}
-
-fn as_string(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// Applies one gNMI leaf to the device state.
-fn apply_leaf(st: &mut DeviceState, path: &str, value: &Value) {
-    let leaf = path.rsplit('/').next().unwrap_or_default();
-    if path.ends_with("/system/state/boot-time") {
-        st.boot_time = as_u64(value).and_then(|ns| Timestamp::from_nanosecond(i128::from(ns)).ok());
-    } else if path.contains("/system/install/state/") {
-        match leaf {
-            "state" => st.install_in_progress = as_string(value) == "in-progress",
-            "boot-version" => {
-                let v = as_string(value);
-                st.boot_version = (!v.is_empty()).then_some(v);
-            }
-            l if l.contains("issu") => {
-                st.issu = match value {
-                    Value::Bool(b) => Some(*b),
-                    other => Some(matches!(
-                        as_string(other).as_str(),
-                        "true" | "issu" | "ISSU"
-                    )),
-                };
-            }
-            _ => {}
-        }
-    } else if path.contains("/filesystem[name=flash:]/state/free") {
-        st.flash_free = as_u64(value);
-    }
-}
-
-/// Staged images from `/system/install/images/image[version=V]/state/path`
-/// leaves.
-fn images<'a>(values: impl Iterator<Item = (&'a str, &'a Value)>) -> Vec<StagedImage> {
-    let mut out = Vec::new();
-    for (path, value) in values {
-        if !path.ends_with("/state/path") {
-            continue;
-        }
-        let Some(start) = path.find("image[version=") else {
-            continue;
-        };
-        let rest = &path[start + "image[version=".len()..];
-        let Some(end) = rest.find(']') else { continue };
-        out.push(StagedImage {
-            version: rest[..end].to_owned(),
-            path: as_string(value),
-        });
-    }
-    out
-}
-
 async fn read_configmap_image(
     ctx: &Context,
     ns: &str,
     cm_name: &str,
-) -> Result<Bytes, (String, String)> {
+) -> Result<Bytes, (UpgradeReason, String)> {
     let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
     let cm = api
         .get_opt(cm_name)
         .await
-        .map_err(|e| ("ImageSourceUnavailable".to_owned(), format!("reading ConfigMap {cm_name:?}: {e}")))?
+        .map_err(|e| (R::ImageSourceUnavailable, format!("reading ConfigMap {cm_name:?}: {e}")))?
         .ok_or_else(|| {
             (
-                "ImageSourceNotFound".to_owned(),
+                R::ImageSourceNotFound,
                 format!("spec.imageSource.configMapRef: ConfigMap {cm_name:?} does not exist in namespace {ns:?}"),
             )
         })?;
@@ -602,14 +413,14 @@ async fn read_configmap_image(
         .and_then(|d| d.get(CONFIGMAP_IMAGE_KEY))
         .ok_or_else(|| {
             (
-                "InvalidImageSource".to_owned(),
+                R::InvalidImageSource,
                 format!("spec.imageSource.configMapRef: ConfigMap {cm_name:?} has no binaryData[{CONFIGMAP_IMAGE_KEY:?}]"),
             )
         })?;
     let size = data.0.len() as u64;
     if size > ctx.upgrades.settings.max_image_bytes {
         return Err((
-            "ImageTooLarge".into(),
+            R::Source(SourceReason::TooLarge),
             format!(
                 "the image is {size} bytes; CISCO_VK_UPGRADE_MAX_IMAGE_BYTES allows {}",
                 ctx.upgrades.settings.max_image_bytes
@@ -633,11 +444,11 @@ async fn resolve_source(ctx: &Context, ns: &str, up: &IOSXESoftwareUpgrade) -> S
             size: None,
         },
         Ok(_) => SourceObs::Failed {
-            reason: "InvalidImageSource".into(),
+            reason: R::InvalidImageSource,
             message: "this image source is not transferred".into(),
         },
         Err(e) => SourceObs::Failed {
-            reason: "InvalidImageSource".into(),
+            reason: R::InvalidImageSource,
             message: e.to_string(),
         },
     }
@@ -653,7 +464,7 @@ async fn start_transfer(
     version: String,
     attempt: i32,
 ) -> TransferObs {
-    let failed = |reason: String, message: String| TransferObs {
+    let failed = |reason: UpgradeReason, message: String| TransferObs {
         attempt,
         state: TransferState::Failed { reason, message },
     };
@@ -693,7 +504,7 @@ async fn start_transfer(
         }
         Ok(_) | Err(_) => {
             return failed(
-                "InvalidImageSource".into(),
+                R::InvalidImageSource,
                 "this image source is not transferred".into(),
             );
         }
@@ -814,7 +625,7 @@ async fn start_transfer(
                     }
                     other => match other.class() {
                         ErrorClass::Unsupported => TransferState::Failed {
-                            reason: "OSServiceUnsupported".into(),
+                            reason: R::ServiceUnsupported(GnoiService::Os),
                             message: other.to_string(),
                         },
                         // Resumed from the device's partial image.
@@ -822,7 +633,7 @@ async fn start_transfer(
                             TransferState::Interrupted(other.to_string())
                         }
                         ErrorClass::Final => TransferState::Failed {
-                            reason: "InstallFailed".into(),
+                            reason: R::InstallFailed,
                             message: other.to_string(),
                         },
                     },
@@ -842,65 +653,5 @@ async fn start_transfer(
     TransferObs {
         attempt,
         state: TransferState::Running { bytes: 0, total },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn gnmi_leaves_fill_the_device_state() {
-        let mut st = DeviceState::default();
-        apply_leaf(
-            &mut st,
-            "/system/state/boot-time",
-            &json!("1766116039000000000"),
-        );
-        apply_leaf(
-            &mut st,
-            "/system/install/state/state",
-            &json!("in-progress"),
-        );
-        apply_leaf(
-            &mut st,
-            "/system/install/state/boot-version",
-            &json!("26.01.01.0.340"),
-        );
-        apply_leaf(
-            &mut st,
-            "/system/filesystems/filesystem[name=flash:]/state/free",
-            &json!("1234"),
-        );
-        assert_eq!(st.boot_time.unwrap().as_second(), 1_766_116_039);
-        assert!(st.install_in_progress);
-        assert_eq!(st.boot_version.as_deref(), Some("26.01.01.0.340"));
-        assert_eq!(st.flash_free, Some(1234));
-        assert_eq!(st.issu, None);
-        apply_leaf(&mut st, "/system/install/state/issu-state", &json!(true));
-        assert_eq!(st.issu, Some(true));
-        let v1 = json!("flash:gNOI_iosxe_26.01.01.0.340.bin");
-        let v2 = json!(123);
-        let imgs = images(
-            [
-                (
-                    "/system/install/images/image[version=26.01.01.0.340]/state/path",
-                    &v1,
-                ),
-                (
-                    "/system/install/images/image[version=26.01.01.0.340]/state/size",
-                    &v2,
-                ),
-            ]
-            .into_iter(),
-        );
-        assert_eq!(
-            imgs,
-            [StagedImage {
-                version: "26.01.01.0.340".into(),
-                path: "flash:gNOI_iosxe_26.01.01.0.340.bin".into()
-            }]
-        );
     }
 }

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::crd::rollout::{IMAGE_FAMILY_LABEL, RolloutPlan};
+use crate::reason::RolloutReason;
 
 /// What planning needs to know of a CiscoDevice.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,15 +126,15 @@ pub enum PlanError {
 
 impl PlanError {
     /// The wire reason (status.reason, Events).
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> RolloutReason {
         match self {
-            Self::NoTargets => "NoTargets",
-            Self::TooManyTargets { .. } => "TooManyTargets",
-            Self::DeviceNotFound { .. } => "DeviceNotFound",
-            Self::CanaryNotTargeted { .. } => "CanaryNotTargeted",
-            Self::CanaryInTwoGroups { .. } => "CanaryInTwoGroups",
-            Self::MissingTopologyLabel { .. } => "MissingTopologyLabel",
-            Self::ImageFamilyMismatch { .. } => "ImageFamilyMismatch",
+            Self::NoTargets => RolloutReason::NoTargets,
+            Self::TooManyTargets { .. } => RolloutReason::TooManyTargets,
+            Self::DeviceNotFound { .. } => RolloutReason::DeviceNotFound,
+            Self::CanaryNotTargeted { .. } => RolloutReason::CanaryNotTargeted,
+            Self::CanaryInTwoGroups { .. } => RolloutReason::CanaryInTwoGroups,
+            Self::MissingTopologyLabel { .. } => RolloutReason::MissingTopologyLabel,
+            Self::ImageFamilyMismatch { .. } => RolloutReason::ImageFamilyMismatch,
         }
     }
 }

@@ -40,6 +40,7 @@ use crate::crd::rollout::{
     RolloutCounts, RolloutPhase, TargetProgress, WaveStatus, conditions,
 };
 use crate::crd::upgrade::{Strategy, UpgradePhase};
+use crate::reason::{RolloutReason, RolloutReason as R};
 use crate::version::version_matches;
 
 /// Failed targets listed in status at most (counts.failed has them all).
@@ -117,7 +118,7 @@ pub struct Note {
     /// Warning (else Normal).
     pub warning: bool,
     /// Event reason.
-    pub reason: &'static str,
+    pub reason: RolloutReason,
     /// Event action. Events are aggregated by (type, reason, action), so
     /// each subject (a device, a wave, a phase pair) has its own, or its
     /// note would be lost in the first one's series.
@@ -264,7 +265,7 @@ struct Draft {
 }
 
 impl Draft {
-    fn note(&mut self, warning: bool, reason: &'static str, action: String, message: String) {
+    fn note(&mut self, warning: bool, reason: RolloutReason, action: String, message: String) {
         self.notes.push(Note {
             warning,
             reason,
@@ -282,7 +283,7 @@ struct WaveState {
     /// A soak reading that halts the campaign (device and what).
     broken: Option<String>,
     /// Why nothing moves (reason, message).
-    wait: Option<(&'static str, String)>,
+    wait: Option<(RolloutReason, String)>,
     /// When to look again, if sooner than [`RECHECK`].
     requeue: Option<Duration>,
 }
@@ -368,7 +369,7 @@ pub fn step(
         let (blocked, n) = admit(&ctx, &mut d, &w.devices, &w.name);
         admitted = n;
         if n == 0 {
-            wait = blocked.map(|why| ("WaitingForBudget", why));
+            wait = blocked.map(|why| (R::WaitingForBudget, why));
         } else {
             held = blocked;
         }
@@ -394,7 +395,7 @@ pub fn step(
         let (phase, reason, msg) = if s.counts.failed == 0 {
             (
                 RolloutPhase::Succeeded,
-                "Succeeded",
+                R::Succeeded,
                 format!(
                     "all {} targets run {}",
                     s.counts.succeeded, plan.target_version
@@ -403,7 +404,7 @@ pub fn step(
         } else {
             (
                 RolloutPhase::Failed,
-                "TargetsFailed",
+                R::TargetsFailed,
                 format!(
                     "every wave ran: {} upgraded, {} failed ({})",
                     s.counts.succeeded,
@@ -424,7 +425,7 @@ pub fn step(
         });
         (
             RolloutPhase::Halted,
-            "Halted",
+            R::Halted,
             format!(
                 "{why}. Nothing new starts; {} running child(ren) finish. To go on, raise spec.control.revision with pause: false (accepts the failures so far); to stop, set spec.control.cancel: true",
                 s.in_progress.len()
@@ -433,7 +434,7 @@ pub fn step(
     } else if ctl.pause {
         (
             RolloutPhase::Paused,
-            "PausedByControl",
+            R::PausedByControl,
             format!(
                 "paused at control revision {}{}; {} running child(ren) finish. Resume: raise spec.control.revision with pause: false",
                 ctl.revision,
@@ -447,7 +448,7 @@ pub fn step(
     } else if canary_paused {
         (
             RolloutPhase::Paused,
-            "CanaryCompleted",
+            R::CanaryCompleted,
             format!(
                 "the canaries passed ({} upgraded); paused by pauseAfterCanary. Resume: raise spec.control.revision above {} with pause: false",
                 s.counts.succeeded, ctl.revision
@@ -457,7 +458,7 @@ pub fn step(
         requeue = None;
         (
             RolloutPhase::AwaitingApproval,
-            "AwaitingApproval",
+            R::AwaitingApproval,
             format!(
                 "plan frozen ({} targets in {} waves); approve it with spec.approval.planHash: {}",
                 s.counts.planned,
@@ -475,7 +476,7 @@ pub fn step(
         finish(
             &mut d.s,
             RolloutPhase::Failed,
-            "MaintenanceWindowExpired",
+            R::MaintenanceWindowExpired,
             &msg,
             generation,
             now,
@@ -484,7 +485,7 @@ pub fn step(
     } else if after_window {
         (
             RolloutPhase::Executing,
-            "MaintenanceWindowClosing",
+            R::MaintenanceWindowClosing,
             format!(
                 "the maintenance window closed: nothing new starts; {} running child(ren) finish",
                 s.in_progress.len()
@@ -494,18 +495,18 @@ pub fn step(
         requeue = Some(age(nb, now).min(RECHECK).max(Duration::from_millis(200)));
         (
             RolloutPhase::Executing,
-            "WaitingForWindow",
+            R::WaitingForWindow,
             format!("waiting for the maintenance window to open at {nb}"),
         )
     } else if wave.soaking {
-        let (reason, msg) = wait.unwrap_or(("Soaking", String::from("soaking")));
+        let (reason, msg) = wait.unwrap_or((R::Soaking, String::from("soaking")));
         (RolloutPhase::Soaking, reason, msg)
     } else if let Some((reason, msg)) = wait {
         (RolloutPhase::Executing, reason, format!("{cur}: {msg}"))
     } else {
         (
             RolloutPhase::Executing,
-            "Progressing",
+            R::Progressing,
             format!(
                 "{cur}: {} in progress, {} upgraded, {} failed, {} not started{}",
                 s.counts.in_progress,
@@ -537,7 +538,7 @@ fn apply_control(d: &mut Draft, ctl: &RolloutControl, now: Timestamp) -> bool {
             .unwrap_or_default();
         d.note(
             false,
-            "Resumed",
+            R::Resumed,
             format!("Resume{}", ctl.revision),
             format!(
                 "control revision {} resumed the halted campaign{by}",
@@ -554,7 +555,7 @@ fn apply_control(d: &mut Draft, ctl: &RolloutControl, now: Timestamp) -> bool {
         d.s.control.canary_pause_revision = None;
         d.note(
             false,
-            "Resumed",
+            R::Resumed,
             format!("Resume{}", ctl.revision),
             format!(
                 "control revision {} resumed the campaign after its canaries",
@@ -638,7 +639,7 @@ fn track_children(
     for (device, message) in &failed_now {
         d.note(
             true,
-            "TargetFailed",
+            R::TargetFailed,
             format!("Upgrade-{device}"),
             message.clone(),
         );
@@ -681,7 +682,7 @@ fn tally(
         device: device.clone(),
         upgrade: (obs.child_name)(device),
         phase: "Deleted".into(),
-        reason: Some("UpgradeDeleted".into()),
+        reason: Some(R::UpgradeDeleted.into()),
     }));
     failed.sort_by(|a, b| a.device.cmp(&b.device));
     counts.failed = failed.len() as i32;
@@ -739,7 +740,7 @@ fn cancel(
         finish(
             &mut d.s,
             RolloutPhase::Cancelled,
-            "Cancelled",
+            R::Cancelled,
             &msg,
             generation,
             now,
@@ -753,7 +754,7 @@ fn cancel(
     set_phase(
         &mut d.s,
         RolloutPhase::Cancelling,
-        "Cancelling",
+        R::Cancelling,
         &msg,
         generation,
         now,
@@ -798,7 +799,7 @@ fn halt_on_failures(
     };
     d.note(
         true,
-        "Halted",
+        R::Halted,
         format!("Halt{failed_total}"),
         format!("halted: {why}{names}"),
     );
@@ -879,7 +880,7 @@ fn soak_waves(ctx: &Ctx<'_>, d: &mut Draft) -> WaveState {
                 d.s.control.halt_revision = Some(ctl.revision);
                 d.note(
                     true,
-                    "SoakFailed",
+                    R::SoakFailed,
                     format!("Soak-{}", wave.name),
                     format!("halted: during the soak of {}, {why}", wave.name),
                 );
@@ -891,7 +892,7 @@ fn soak_waves(ctx: &Ctx<'_>, d: &mut Draft) -> WaveState {
             current.soak_started_at = Some(Time(now));
             d.s.current_wave = Some(current);
             out.wait = Some((
-                "SoakRestarted",
+                R::SoakRestarted,
                 format!("soak of {} restarted: {why}", wave.name),
             ));
             out.requeue = Some(soak.max(Duration::from_secs(1)).min(RECHECK));
@@ -904,7 +905,7 @@ fn soak_waves(ctx: &Ctx<'_>, d: &mut Draft) -> WaveState {
         if elapsed < soak {
             let left = soak - elapsed;
             out.wait = Some((
-                "Soaking",
+                R::Soaking,
                 format!(
                     "{} ended; soaking for {}s more ({}s in all)",
                     wave.name,
@@ -917,7 +918,7 @@ fn soak_waves(ctx: &Ctx<'_>, d: &mut Draft) -> WaveState {
         }
         if let Some(dev) = stale {
             out.wait = Some((
-                "WaitingForHealthReading",
+                R::WaitingForHealthReading,
                 format!(
                     "soak of {} over; waiting for a reading of {dev} newer than {}s",
                     wave.name, plan.health.max_observation_age_seconds
@@ -932,7 +933,7 @@ fn soak_waves(ctx: &Ctx<'_>, d: &mut Draft) -> WaveState {
         let done = d.s.completed_waves;
         d.note(
             false,
-            "WavePassed",
+            R::WavePassed,
             format!("Wave-{}", wave.name),
             format!(
                 "{} passed its {}s soak ({done} of {} waves done)",
@@ -1134,13 +1135,13 @@ fn list_failed(s: &IOSXESoftwareRolloutStatus) -> String {
 fn set_phase(
     s: &mut IOSXESoftwareRolloutStatus,
     phase: RolloutPhase,
-    reason: &str,
+    reason: RolloutReason,
     message: &str,
     generation: Option<i64>,
     now: Timestamp,
 ) {
     s.phase = Some(phase);
-    s.reason = Some(reason.to_owned());
+    s.reason = Some(reason.into());
     s.message = Some(crate::conditions::truncate_utf8(message, 1024).to_owned());
     s.observed_generation = generation;
     let progressing = matches!(
@@ -1174,7 +1175,7 @@ fn set_phase(
 fn finish(
     s: &mut IOSXESoftwareRolloutStatus,
     phase: RolloutPhase,
-    reason: &str,
+    reason: RolloutReason,
     message: &str,
     generation: Option<i64>,
     now: Timestamp,
@@ -1202,7 +1203,12 @@ fn decided(
             None => format!("{to}: {}", d.s.message.as_deref().unwrap_or_default()),
         };
         let warning = matches!(d.s.phase, Some(RolloutPhase::Halted | RolloutPhase::Failed));
-        d.note(warning, "PhaseTransition", format!("{from}To{to}"), message);
+        d.note(
+            warning,
+            R::PhaseTransition,
+            format!("{from}To{to}"),
+            message,
+        );
     }
     Decision {
         status: d.s,

@@ -232,7 +232,7 @@ impl ImageCache {
                     tracing::info!(url = %url.url, digest = %digest, bytes = size, "image downloaded and verified")
                 }
                 Err(e) => {
-                    tracing::warn!(url = %url.url, digest = %digest, reason = e.reason(), error = %e, "image download failed")
+                    tracing::warn!(url = %url.url, digest = %digest, reason = %e.reason(), error = %e, "image download failed")
                 }
             }
             let final_path = inner.settings.cache_dir.join("sha256").join(&digest);

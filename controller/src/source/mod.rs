@@ -34,6 +34,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::reason::SourceReason;
+
 pub use cache::ImageCache;
 pub use stream::{ImageStream, ReadCounters};
 pub use url::{Scheme, SourceUrl};
@@ -404,20 +406,20 @@ pub enum SourceError {
 
 impl SourceError {
     /// CamelCase reason for status and Events.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> SourceReason {
         match self {
-            SourceError::InvalidUrl { .. } => "SourceInvalidURL",
-            SourceError::UnsupportedScheme { .. } => "SourceUnsupportedScheme",
-            SourceError::NotFound { .. } => "SourceNotFound",
-            SourceError::AuthFailed { .. } => "SourceAuthFailed",
-            SourceError::HostKeyRejected { .. } => "SourceHostKeyRejected",
-            SourceError::MissingKnownHosts => "SourceMissingKnownHosts",
-            SourceError::TooLarge { .. } => "ImageTooLarge",
-            SourceError::DigestMismatch { .. } => "SourceDigestMismatch",
-            SourceError::Unreachable { .. } => "SourceUnreachable",
-            SourceError::Protocol { .. } => "SourceProtocolError",
-            SourceError::Io { .. } => "ImageCacheIOError",
-            SourceError::Credentials { .. } => "SourceCredentialsInvalid",
+            SourceError::InvalidUrl { .. } => SourceReason::InvalidUrl,
+            SourceError::UnsupportedScheme { .. } => SourceReason::UnsupportedScheme,
+            SourceError::NotFound { .. } => SourceReason::NotFound,
+            SourceError::AuthFailed { .. } => SourceReason::AuthFailed,
+            SourceError::HostKeyRejected { .. } => SourceReason::HostKeyRejected,
+            SourceError::MissingKnownHosts => SourceReason::MissingKnownHosts,
+            SourceError::TooLarge { .. } => SourceReason::TooLarge,
+            SourceError::DigestMismatch { .. } => SourceReason::DigestMismatch,
+            SourceError::Unreachable { .. } => SourceReason::Unreachable,
+            SourceError::Protocol { .. } => SourceReason::ProtocolError,
+            SourceError::Io { .. } => SourceReason::CacheIoError,
+            SourceError::Credentials { .. } => SourceReason::CredentialsInvalid,
         }
     }
 

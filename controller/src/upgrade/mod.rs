@@ -8,6 +8,7 @@
 //! persists the status (with a resourceVersion precondition) *before* it
 //! runs any action, and feeds the actions' results back as observations.
 
+pub mod device;
 pub mod step;
 
 pub use step::{

@@ -31,17 +31,15 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use crate::client::GnoiService;
 use crate::conditions::{DesiredCondition, merge};
 use crate::crd::common::ConditionStatus;
 use crate::crd::upgrade::{
     IOSXESoftwareUpgradeSpec, IOSXESoftwareUpgradeStatus, ResumePolicy, Source, Strategy,
     TransferProgress, UpgradePhase, conditions as cond,
 };
+use crate::reason::{SourceReason, UpgradeReason, UpgradeReason as R};
 use crate::version::{TargetVersion, version_matches};
-
-/// Condition saying whether a localPath image was checked against
-/// `localPathSHA256` before activation.
-pub const IMAGE_VERIFIED: &str = "ImageVerified";
 
 /// Free flash that must remain after the image is written (the image
 /// itself plus this margin must fit), as IOS-XE needs room to expand
@@ -126,8 +124,8 @@ pub enum SourceObs {
     },
     /// The source cannot be used.
     Failed {
-        /// CamelCase reason.
-        reason: String,
+        /// Why.
+        reason: UpgradeReason,
         /// Detail.
         message: String,
     },
@@ -175,8 +173,8 @@ pub enum TransferState {
     DigestMismatch(String),
     /// Any other failure, not retryable.
     Failed {
-        /// CamelCase reason.
-        reason: String,
+        /// Why.
+        reason: UpgradeReason,
         /// Detail.
         message: String,
     },
@@ -219,7 +217,7 @@ pub struct Observation {
     /// The transfer task of this object, if one ran in this process.
     pub transfer: Option<TransferObs>,
     /// SHA-256 of the localPath file read through File.Get, or why not.
-    pub local_file: Option<Result<String, (String, String)>>,
+    pub local_file: Option<Result<String, (UpgradeReason, String)>>,
     /// The answer of an OS.Activate sent in this reconcile.
     pub activation: Option<ActivationObs>,
 }
@@ -319,7 +317,7 @@ impl B<'_> {
         &mut self,
         type_: &'static str,
         status: bool,
-        reason: &str,
+        reason: UpgradeReason,
         message: impl Into<String>,
     ) {
         merge(
@@ -335,14 +333,14 @@ impl B<'_> {
     fn go(
         &mut self,
         to: UpgradePhase,
-        reason: &str,
+        reason: UpgradeReason,
         message: impl Into<String>,
         note: impl Into<String>,
     ) {
         let from = self.phase();
         let message = message.into();
         self.st.phase = Some(to);
-        self.st.reason = Some(reason.to_owned());
+        self.st.reason = Some(reason.into());
         self.st.message = Some(message);
         if from != to {
             self.transition = Some(Transition {
@@ -357,8 +355,8 @@ impl B<'_> {
     }
 
     /// Stays in the current phase, saying why it waits.
-    fn wait(&mut self, reason: &str, message: impl Into<String>, after: Duration) {
-        self.st.reason = Some(reason.to_owned());
+    fn wait(&mut self, reason: UpgradeReason, message: impl Into<String>, after: Duration) {
+        self.st.reason = Some(reason.into());
         self.st.message = Some(message.into());
         let phase = self.phase();
         self.cond(cond::READY, false, reason, format!("upgrade is {phase}"));
@@ -366,10 +364,10 @@ impl B<'_> {
     }
 
     /// Ends in the failure phase `to`.
-    fn fail(&mut self, to: UpgradePhase, reason: &str, message: impl Into<String>) {
+    fn fail(&mut self, to: UpgradePhase, reason: UpgradeReason, message: impl Into<String>) {
         let message = message.into();
         self.go(to, reason, message.clone(), message.clone());
-        self.st.failure_reason = Some(reason.to_owned());
+        self.st.failure_reason = Some(reason.into());
         self.finish();
         self.cond(cond::READY, false, reason, message);
     }
@@ -380,7 +378,12 @@ impl B<'_> {
         self.actions.push(Action::RemoveFinalizer);
     }
 
-    fn succeed(&mut self, reason: &str, message: impl Into<String>, note: impl Into<String>) {
+    fn succeed(
+        &mut self,
+        reason: UpgradeReason,
+        message: impl Into<String>,
+        note: impl Into<String>,
+    ) {
         let message = message.into();
         self.go(UpgradePhase::Succeeded, reason, message.clone(), note);
         self.st.failure_reason = None;
@@ -420,9 +423,9 @@ pub fn step(
     if b.st.phase.is_none() {
         b.st.phase = Some(UpgradePhase::Pending);
         b.st.target_version = Some(spec.target_version.clone());
-        b.st.reason = Some("Accepted".into());
+        b.st.reason = Some(R::Accepted.into());
         b.st.message = Some("accepted; no device operation started yet".into());
-        b.cond(cond::READY, false, "Pending", "upgrade is Pending");
+        b.cond(cond::READY, false, R::Pending, "upgrade is Pending");
     }
     b.st.observed_generation = generation;
     let phase = b.phase();
@@ -444,7 +447,7 @@ pub fn step(
         }
         b.fail(
             UpgradePhase::Cancelled,
-            "Deleted",
+            R::Deleted,
             format!(
                 "deleted in {phase} before activation; the device was left on its running software"
             ),
@@ -521,7 +524,7 @@ fn pending(b: &mut B<'_>, obs: &Observation) {
         Err(e) => {
             return b.fail(
                 UpgradePhase::PreflightFailed,
-                "InvalidImageSource",
+                R::InvalidImageSource,
                 e.to_string(),
             );
         }
@@ -529,7 +532,7 @@ fn pending(b: &mut B<'_>, obs: &Observation) {
     if let Err(e) = TargetVersion::parse(b.target()) {
         return b.fail(
             UpgradePhase::PreflightFailed,
-            "InvalidTargetVersion",
+            R::InvalidTargetVersion,
             format!("spec.targetVersion: {e}"),
         );
     }
@@ -539,7 +542,7 @@ fn pending(b: &mut B<'_>, obs: &Observation) {
         Err(None) => {
             return b.fail(
                 UpgradePhase::PreflightFailed,
-                "MaintenanceWindowExpired",
+                R::MaintenanceWindowExpired,
                 format!(
                     "the maintenance window {} closed before the upgrade started; nothing was sent to the device",
                     window_text(b.spec)
@@ -548,7 +551,7 @@ fn pending(b: &mut B<'_>, obs: &Observation) {
         }
         Err(Some(wait)) => {
             return b.wait(
-                "MaintenanceWindowNotOpen",
+                R::MaintenanceWindowNotOpen,
                 format!(
                     "waiting for the maintenance window {} to open",
                     window_text(b.spec)
@@ -562,7 +565,7 @@ fn pending(b: &mut B<'_>, obs: &Observation) {
         None => return b.actions.push(Action::AcquireLease),
         Some(LeaseObs::Busy(who)) => {
             return b.wait(
-                "DeviceLocked",
+                R::DeviceLocked,
                 format!(
                     "device {} is being changed by {who}; waiting for it to finish",
                     b.spec.device_ref.name
@@ -570,15 +573,15 @@ fn pending(b: &mut B<'_>, obs: &Observation) {
                 WAIT_RETRY * 2,
             );
         }
-        Some(LeaseObs::Error(e)) => return b.wait("DeviceLeaseError", e.clone(), WAIT_RETRY),
+        Some(LeaseObs::Error(e)) => return b.wait(R::DeviceLeaseError, e.clone(), WAIT_RETRY),
         Some(LeaseObs::Held) => {}
     }
     let dev = match &obs.device {
         None => return b.actions.push(Action::ObserveDevice),
-        Some(DeviceObs::NoTransport(m)) => return b.wait("NoTransport", m.clone(), WAIT_RETRY),
+        Some(DeviceObs::NoTransport(m)) => return b.wait(R::NoTransport, m.clone(), WAIT_RETRY),
         Some(DeviceObs::Unreachable(m)) => {
             return b.wait(
-                "DeviceUnreachable",
+                R::DeviceUnreachable,
                 format!("device is not reachable: {m}"),
                 WAIT_RETRY,
             );
@@ -586,7 +589,7 @@ fn pending(b: &mut B<'_>, obs: &Observation) {
         Some(DeviceObs::OsUnsupported(m)) => {
             return b.fail(
                 UpgradePhase::PreflightFailed,
-                "OSServiceUnsupported",
+                R::ServiceUnsupported(GnoiService::Os),
                 format!("the device does not implement gNOI OS: {m}"),
             );
         }
@@ -597,7 +600,7 @@ fn pending(b: &mut B<'_>, obs: &Observation) {
     let target = b.target().to_owned();
     b.go(
         UpgradePhase::Resolving,
-        "Resolving",
+        R::Resolving,
         format!(
             "resolving the image source for {target}; running {}",
             dev.running_version
@@ -613,13 +616,13 @@ fn resolving(b: &mut B<'_>, obs: &Observation) {
         Some(DeviceObs::OsUnsupported(m)) => {
             return b.fail(
                 UpgradePhase::PreflightFailed,
-                "OSServiceUnsupported",
+                R::ServiceUnsupported(GnoiService::Os),
                 format!("the device does not implement gNOI OS: {m}"),
             );
         }
         Some(DeviceObs::Unreachable(m) | DeviceObs::NoTransport(m)) => {
             return b.wait(
-                "DeviceUnreachable",
+                R::DeviceUnreachable,
                 format!("device is not reachable: {m}"),
                 WAIT_RETRY,
             );
@@ -634,11 +637,11 @@ fn resolving(b: &mut B<'_>, obs: &Observation) {
         b.cond(
             cond::VERIFICATION_PASSED,
             true,
-            "VersionMatch",
+            R::VersionMatch,
             format!("running {}", dev.running_version),
         );
         return b.succeed(
-            "AlreadyAtTargetVersion",
+            R::AlreadyAtTargetVersion,
             format!(
                 "the device already runs {} (target {target}); nothing was changed",
                 dev.running_version
@@ -650,7 +653,7 @@ fn resolving(b: &mut B<'_>, obs: &Observation) {
         if install_timed_out(b) {
             return b.fail(
                 UpgradePhase::Failed,
-                "InstallTimeout",
+                R::InstallTimeout,
                 format!(
                     "another install kept the device busy past installTimeoutSeconds ({}); nothing was sent",
                     b.spec.install_timeout_seconds
@@ -658,7 +661,7 @@ fn resolving(b: &mut B<'_>, obs: &Observation) {
             );
         }
         return b.wait(
-            "InstallInProgress",
+            R::InstallInProgress,
             "the device reports an install in progress; waiting for it to end before sending anything",
             WAIT_RETRY,
         );
@@ -668,7 +671,7 @@ fn resolving(b: &mut B<'_>, obs: &Observation) {
         Err(e) => {
             return b.fail(
                 UpgradePhase::PreflightFailed,
-                "InvalidImageSource",
+                R::InvalidImageSource,
                 e.to_string(),
             );
         }
@@ -679,14 +682,14 @@ fn resolving(b: &mut B<'_>, obs: &Observation) {
             let Some(img) = dev.images.iter().find(|i| norm(&i.path) == norm(path)) else {
                 return b.fail(
                     UpgradePhase::PreflightFailed,
-                    "LocalImageNotFound",
+                    R::LocalImageNotFound,
                     format!("{path} is not an image in the device's install inventory"),
                 );
             };
             if !version_matches(&target, &img.version) {
                 return b.fail(
                     UpgradePhase::PreflightFailed,
-                    "VersionMismatch",
+                    R::VersionMismatch,
                     format!(
                         "{path} holds version {}, which does not match targetVersion {target}",
                         img.version
@@ -697,12 +700,12 @@ fn resolving(b: &mut B<'_>, obs: &Observation) {
             b.cond(
                 cond::TRANSFER_COMPLETE,
                 true,
-                "ImageAlreadyPresent",
+                R::ImageAlreadyPresent,
                 format!("{path} is on the device"),
             );
             b.go(
                 UpgradePhase::Validating,
-                "Validating",
+                R::Validating,
                 format!("validating {path} ({})", img.version),
                 format!("{path} already on the device"),
             );
@@ -715,7 +718,7 @@ fn resolving(b: &mut B<'_>, obs: &Observation) {
             else {
                 return b.fail(
                     UpgradePhase::PreflightFailed,
-                    "TargetNotInstalled",
+                    R::TargetNotInstalled,
                     format!("no image matching {target} is in the device's install inventory"),
                 );
             };
@@ -723,12 +726,12 @@ fn resolving(b: &mut B<'_>, obs: &Observation) {
             b.cond(
                 cond::TRANSFER_COMPLETE,
                 true,
-                "ImageAlreadyPresent",
+                R::ImageAlreadyPresent,
                 format!("{} is installed", img.version),
             );
             b.go(
                 UpgradePhase::Validating,
-                "Validating",
+                R::Validating,
                 format!("validating preinstalled {}", img.version),
                 format!("{} already installed", img.version),
             );
@@ -737,7 +740,7 @@ fn resolving(b: &mut B<'_>, obs: &Observation) {
             let (digest, size) = match &obs.source {
                 None => return b.actions.push(Action::ResolveSource),
                 Some(SourceObs::Failed { reason, message }) => {
-                    return b.fail(UpgradePhase::PreflightFailed, reason, message.clone());
+                    return b.fail(UpgradePhase::PreflightFailed, *reason, message.clone());
                 }
                 Some(SourceObs::Resolved { digest, size }) => (digest.clone(), *size),
             };
@@ -748,7 +751,7 @@ fn resolving(b: &mut B<'_>, obs: &Observation) {
             {
                 return b.fail(
                     UpgradePhase::PreflightFailed,
-                    "InsufficientFlash",
+                    R::InsufficientFlash,
                     format!(
                         "flash: has {free} bytes free; the image needs {size} bytes plus a {FLASH_MARGIN_BYTES}-byte margin"
                     ),
@@ -758,12 +761,12 @@ fn resolving(b: &mut B<'_>, obs: &Observation) {
             b.cond(
                 cond::TRANSFER_COMPLETE,
                 false,
-                "TransferInProgress",
+                R::TransferInProgress,
                 "transferring the image",
             );
             b.go(
                 UpgradePhase::Transferring,
-                "Transferring",
+                R::Transferring,
                 format!("streaming the image to the device with gNOI OS.Install ({target})"),
                 format!("image sha256:{}", &digest[..digest.len().min(12)]),
             );
@@ -786,7 +789,7 @@ fn transfer_interrupted(b: &mut B<'_>, obs: &Observation) {
     if install_timed_out(b) {
         return b.fail(
             UpgradePhase::Failed,
-            "InstallTimeout",
+            R::InstallTimeout,
             format!(
                 "the image was not transferred within installTimeoutSeconds ({}); the transfer was interrupted and the device did not answer again in time",
                 b.spec.install_timeout_seconds
@@ -796,7 +799,7 @@ fn transfer_interrupted(b: &mut B<'_>, obs: &Observation) {
     match &obs.device {
         None => b.actions.push(Action::ObserveDevice),
         Some(DeviceObs::Up(dev)) if dev.install_in_progress => b.wait(
-            "TransferInterrupted",
+            R::TransferInterrupted,
             format!(
                 "the device reports an install in progress; waiting for it to end before retry {attempt} of {}",
                 b.spec.max_retries
@@ -806,7 +809,7 @@ fn transfer_interrupted(b: &mut B<'_>, obs: &Observation) {
         Some(DeviceObs::Up(_)) => {
             b.go(
                 UpgradePhase::Transferring,
-                "Transferring",
+                R::Transferring,
                 format!(
                     "retrying the transfer (retry {attempt} of {})",
                     b.spec.max_retries
@@ -816,14 +819,14 @@ fn transfer_interrupted(b: &mut B<'_>, obs: &Observation) {
             b.cond(
                 cond::TRANSFER_COMPLETE,
                 false,
-                "TransferRetrying",
+                R::TransferRetrying,
                 format!("retry {attempt}"),
             );
         }
         Some(
             DeviceObs::Unreachable(m) | DeviceObs::NoTransport(m) | DeviceObs::OsUnsupported(m),
         ) => b.wait(
-            "TransferInterrupted",
+            R::TransferInterrupted,
             format!(
                 "waiting for the device to answer before retry {attempt} of {}: {m}",
                 b.spec.max_retries
@@ -839,7 +842,7 @@ fn transferring(b: &mut B<'_>, obs: &Observation) {
         b.actions.push(Action::CancelTransfer);
         return b.fail(
             UpgradePhase::Failed,
-            "InstallTimeout",
+            R::InstallTimeout,
             format!(
                 "the image was not transferred within installTimeoutSeconds ({})",
                 b.spec.install_timeout_seconds
@@ -886,22 +889,22 @@ fn transferring(b: &mut B<'_>, obs: &Observation) {
                 b.cond(
                     cond::VALIDATION_PASSED,
                     false,
-                    "VersionMismatch",
+                    R::VersionMismatch,
                     format!("validated {version}"),
                 );
                 return b.fail(
                     UpgradePhase::ValidationFailed,
-                    "VersionMismatch",
+                    R::VersionMismatch,
                     format!("the device validated version {version}, which does not match targetVersion {target}; the image was not activated"),
                 );
             }
             b.st.validated_version = Some(version.clone());
             let (reason, note) = if already_present {
-                ("ImageAlreadyPresent", format!("{version} already staged"))
+                (R::ImageAlreadyPresent, format!("{version} already staged"))
             } else if b.spec.image_source.url.is_some() {
-                ("ImageTransferred", "image hash verified".to_owned())
+                (R::ImageTransferred, "image hash verified".to_owned())
             } else {
-                ("ImageTransferred", format!("device validated {version}"))
+                (R::ImageTransferred, format!("device validated {version}"))
             };
             b.cond(
                 cond::TRANSFER_COMPLETE,
@@ -911,7 +914,7 @@ fn transferring(b: &mut B<'_>, obs: &Observation) {
             );
             b.go(
                 UpgradePhase::Validating,
-                "Validating",
+                R::Validating,
                 format!("validating {version}"),
                 note,
             );
@@ -929,13 +932,13 @@ fn transferring(b: &mut B<'_>, obs: &Observation) {
         }
         TransferState::InstallError { kind, detail } => {
             let (phase, reason) = match kind.as_str() {
-                "INTEGRITY_FAIL" => (UpgradePhase::ValidationFailed, "ImageIntegrityFailed"),
-                "PARSE_FAIL" => (UpgradePhase::ValidationFailed, "ImageParseFailed"),
-                "INCOMPATIBLE" => (UpgradePhase::ValidationFailed, "ImageIncompatible"),
-                "TOO_LARGE" => (UpgradePhase::Failed, "InsufficientFlash"),
-                "INSTALL_RUN_PACKAGE" => (UpgradePhase::Failed, "InstallRunPackage"),
-                "NOT_SUPPORTED_ON_BACKUP" => (UpgradePhase::Failed, "NotSupportedOnBackup"),
-                _ => (UpgradePhase::Failed, "InstallFailed"),
+                "INTEGRITY_FAIL" => (UpgradePhase::ValidationFailed, R::ImageIntegrityFailed),
+                "PARSE_FAIL" => (UpgradePhase::ValidationFailed, R::ImageParseFailed),
+                "INCOMPATIBLE" => (UpgradePhase::ValidationFailed, R::ImageIncompatible),
+                "TOO_LARGE" => (UpgradePhase::Failed, R::InsufficientFlash),
+                "INSTALL_RUN_PACKAGE" => (UpgradePhase::Failed, R::InstallRunPackage),
+                "NOT_SUPPORTED_ON_BACKUP" => (UpgradePhase::Failed, R::NotSupportedOnBackup),
+                _ => (UpgradePhase::Failed, R::InstallFailed),
             };
             if phase == UpgradePhase::ValidationFailed {
                 b.cond(
@@ -961,26 +964,26 @@ fn transferring(b: &mut B<'_>, obs: &Observation) {
             b.cond(
                 cond::VALIDATION_PASSED,
                 false,
-                "SourceDigestMismatch",
+                R::Source(SourceReason::DigestMismatch),
                 m.clone(),
             );
             b.cond(
                 cond::TRANSFER_COMPLETE,
                 false,
-                "SourceDigestMismatch",
+                R::Source(SourceReason::DigestMismatch),
                 m.clone(),
             );
             b.fail(
                 UpgradePhase::ValidationFailed,
-                "SourceDigestMismatch",
+                R::Source(SourceReason::DigestMismatch),
                 format!(
                     "{m}; the transfer was abandoned before TransferEnd and nothing was activated"
                 ),
             );
         }
         TransferState::Failed { reason, message } => {
-            b.cond(cond::TRANSFER_COMPLETE, false, &reason, message.clone());
-            b.fail(UpgradePhase::Failed, &reason, message);
+            b.cond(cond::TRANSFER_COMPLETE, false, reason, message.clone());
+            b.fail(UpgradePhase::Failed, reason, message);
         }
         TransferState::Interrupted(m) => interrupted(b, attempt, m),
     }
@@ -992,20 +995,20 @@ fn interrupted(b: &mut B<'_>, attempt: i32, m: String) {
     b.cond(
         cond::TRANSFER_COMPLETE,
         false,
-        "TransferInterrupted",
+        R::TransferInterrupted,
         m.clone(),
     );
     if b.spec.resume_policy == ResumePolicy::Abort {
         return b.fail(
             UpgradePhase::Failed,
-            "TransferInterrupted",
+            R::TransferInterrupted,
             format!("the transfer was interrupted and resumePolicy is Abort: {m}"),
         );
     }
     if attempt >= b.spec.max_retries {
         return b.fail(
             UpgradePhase::Failed,
-            "TransferRetriesExhausted",
+            R::TransferRetriesExhausted,
             format!(
                 "the transfer was interrupted {} times (maxRetries {}): {m}",
                 attempt + 1,
@@ -1016,7 +1019,7 @@ fn interrupted(b: &mut B<'_>, attempt: i32, m: String) {
     b.st.retry_count = Some(attempt + 1);
     b.go(
         UpgradePhase::TransferInterrupted,
-        "TransferInterrupted",
+        R::TransferInterrupted,
         format!(
             "transfer interrupted, retry {} of {}: {m}",
             attempt + 1,
@@ -1034,12 +1037,12 @@ fn validating(b: &mut B<'_>, obs: &Observation) {
             b.cond(
                 cond::VALIDATION_PASSED,
                 false,
-                "MaintenanceWindowExpired",
+                R::MaintenanceWindowExpired,
                 "window closed",
             );
             return b.fail(
                 UpgradePhase::PreflightFailed,
-                "MaintenanceWindowExpired",
+                R::MaintenanceWindowExpired,
                 format!(
                     "the maintenance window {} closed before activation; the image is staged but was not activated",
                     window_text(b.spec)
@@ -1048,7 +1051,7 @@ fn validating(b: &mut B<'_>, obs: &Observation) {
         }
         Err(Some(wait)) => {
             return b.wait(
-                "MaintenanceWindowNotOpen",
+                R::MaintenanceWindowNotOpen,
                 format!(
                     "waiting for the maintenance window {} to open before activating",
                     window_text(b.spec)
@@ -1063,23 +1066,23 @@ fn validating(b: &mut B<'_>, obs: &Observation) {
             Some(expected) => match &obs.local_file {
                 None => return b.actions.push(Action::HashLocalFile { path }),
                 Some(Err((reason, message))) => {
-                    b.cond(cond::VALIDATION_PASSED, false, reason, message.clone());
-                    return b.fail(UpgradePhase::ValidationFailed, reason, message.clone());
+                    b.cond(cond::VALIDATION_PASSED, false, *reason, message.clone());
+                    return b.fail(UpgradePhase::ValidationFailed, *reason, message.clone());
                 }
                 Some(Ok(actual)) if *actual != expected => {
                     let m = format!("{path} has sha256 {actual}, localPathSHA256 is {expected}");
-                    b.cond(cond::VALIDATION_PASSED, false, "LocalImageDigestMismatch", m.clone());
-                    b.cond(IMAGE_VERIFIED, false, "LocalImageDigestMismatch", m.clone());
-                    return b.fail(UpgradePhase::ValidationFailed, "LocalImageDigestMismatch", m);
+                    b.cond(cond::VALIDATION_PASSED, false, R::LocalImageDigestMismatch, m.clone());
+                    b.cond(cond::IMAGE_VERIFIED, false, R::LocalImageDigestMismatch, m.clone());
+                    return b.fail(UpgradePhase::ValidationFailed, R::LocalImageDigestMismatch, m);
                 }
                 Some(Ok(_)) => {
-                    b.cond(IMAGE_VERIFIED, true, "SHA256Match", format!("{path} matches localPathSHA256 (read with gNOI File.Get)"));
+                    b.cond(cond::IMAGE_VERIFIED, true, R::Sha256Match, format!("{path} matches localPathSHA256 (read with gNOI File.Get)"));
                 }
             },
             None => b.cond(
-                IMAGE_VERIFIED,
+                cond::IMAGE_VERIFIED,
                 false,
-                "NotVerified",
+                R::NotVerified,
                 format!("{path} was not verified before activation: spec.imageSource.localPathSHA256 is not set"),
             ),
         }
@@ -1093,7 +1096,7 @@ fn validating(b: &mut B<'_>, obs: &Observation) {
         }
         Some(DeviceObs::Unreachable(m) | DeviceObs::NoTransport(m)) => {
             return b.wait(
-                "DeviceUnreachable",
+                R::DeviceUnreachable,
                 format!("device is not reachable before activation: {m}"),
                 WAIT_RETRY,
             );
@@ -1101,7 +1104,7 @@ fn validating(b: &mut B<'_>, obs: &Observation) {
         Some(DeviceObs::OsUnsupported(m)) => {
             return b.fail(
                 UpgradePhase::PreflightFailed,
-                "OSServiceUnsupported",
+                R::ServiceUnsupported(GnoiService::Os),
                 format!("the device does not implement gNOI OS: {m}"),
             );
         }
@@ -1109,7 +1112,7 @@ fn validating(b: &mut B<'_>, obs: &Observation) {
     let Some(version) = b.st.validated_version.clone() else {
         return b.fail(
             UpgradePhase::Failed,
-            "InternalError",
+            R::InternalError,
             "no validated version recorded before activation",
         );
     };
@@ -1118,7 +1121,7 @@ fn validating(b: &mut B<'_>, obs: &Observation) {
     b.cond(
         cond::VALIDATION_PASSED,
         true,
-        "PrefligthOK",
+        R::PreflightOk,
         format!("{version} validated; preflight passed"),
     );
     b.st.activation_requested = true;
@@ -1131,7 +1134,7 @@ fn validating(b: &mut B<'_>, obs: &Observation) {
     let no_reboot = b.spec.strategy == Strategy::NoReboot;
     b.go(
         UpgradePhase::Activating,
-        "Activating",
+        R::Activating,
         format!(
             "requesting OS.Activate of {version}{}",
             if no_reboot { " (no_reboot)" } else { "" }
@@ -1158,12 +1161,12 @@ fn activating(b: &mut B<'_>, obs: &Observation) {
             b.cond(
                 cond::ACTIVATION_COMPLETE,
                 false,
-                "ActivateFailed",
+                R::ActivateFailed,
                 e.clone(),
             );
             b.fail(
                 UpgradePhase::Failed,
-                "ActivateFailed",
+                R::ActivateFailed,
                 format!("OS.Activate of {version} was refused: {e}"),
             )
         }
@@ -1182,10 +1185,10 @@ fn activating(b: &mut B<'_>, obs: &Observation) {
                 }
                 _ => format!("OS.Activate of {version} accepted; waiting for the reload"),
             };
-            b.cond(cond::ACTIVATION_COMPLETE, true, "OSActivated", m.clone());
+            b.cond(cond::ACTIVATION_COMPLETE, true, R::OsActivated, m.clone());
             b.go(
                 UpgradePhase::AwaitingReachability,
-                "AwaitingReachability",
+                R::AwaitingReachability,
                 m,
                 "OS.Activate sent",
             );
@@ -1195,10 +1198,10 @@ fn activating(b: &mut B<'_>, obs: &Observation) {
             let m = format!(
                 "OS.Activate of {version} sent without an answer ({d}); observing the device"
             );
-            b.cond(cond::ACTIVATION_COMPLETE, true, "OSActivated", m.clone());
+            b.cond(cond::ACTIVATION_COMPLETE, true, R::OsActivated, m.clone());
             b.go(
                 UpgradePhase::AwaitingReachability,
-                "AwaitingReachability",
+                R::AwaitingReachability,
                 m,
                 "OS.Activate sent",
             );
@@ -1211,10 +1214,10 @@ fn activating(b: &mut B<'_>, obs: &Observation) {
             let m = format!(
                 "activation of {version} was requested before a controller restart; observing the device (OS.Activate is never sent twice)"
             );
-            b.cond(cond::ACTIVATION_COMPLETE, true, "OSActivated", m.clone());
+            b.cond(cond::ACTIVATION_COMPLETE, true, R::OsActivated, m.clone());
             b.go(
                 UpgradePhase::AwaitingReachability,
-                "AwaitingReachability",
+                R::AwaitingReachability,
                 m,
                 "OS.Activate sent before restart",
             );
@@ -1231,12 +1234,12 @@ fn staged(b: &mut B<'_>, version: &str) {
     b.cond(
         cond::ACTIVATION_COMPLETE,
         true,
-        "ImageStaged",
+        R::ImageStaged,
         format!("{version} is staged for the next reload (NoReboot); the running version is unchanged ({running})"),
     );
     b.st.running_version = Some(running.clone());
     b.succeed(
-        "StagedForNextReload",
+        R::StagedForNextReload,
         format!("{version} staged; reload the device (IOSXEOperationalAction Reboot) to run it; still running {running}"),
         format!("{version} staged for the next reload"),
     );
@@ -1252,12 +1255,12 @@ fn observe_staged(b: &mut B<'_>, obs: &Observation, version: &str) {
                 b.cond(
                     cond::ACTIVATION_COMPLETE,
                     false,
-                    "ActivationUnconfirmed",
+                    R::ActivationUnconfirmed,
                     "boot version not set",
                 );
                 b.fail(
                     UpgradePhase::Failed,
-                    "ActivationUnconfirmed",
+                    R::ActivationUnconfirmed,
                     format!(
                         "the NoReboot activation of {version} is not confirmed: the device's next boot version is {:?}; OS.Activate is not sent again",
                         d.boot_version.as_deref().unwrap_or("")
@@ -1269,7 +1272,7 @@ fn observe_staged(b: &mut B<'_>, obs: &Observation, version: &str) {
             DeviceObs::Unreachable(m) | DeviceObs::NoTransport(m) | DeviceObs::OsUnsupported(m),
         ) => {
             b.wait(
-                "DeviceUnreachable",
+                R::DeviceUnreachable,
                 format!("reading the boot version: {m}"),
                 WAIT_RETRY,
             );
@@ -1322,7 +1325,7 @@ fn awaiting(b: &mut B<'_>, obs: &Observation) {
     if back {
         b.go(
             UpgradePhase::Verifying,
-            "Verifying",
+            R::Verifying,
             "the device is back; verifying the running version",
             "device reachable",
         );
@@ -1332,12 +1335,12 @@ fn awaiting(b: &mut B<'_>, obs: &Observation) {
         b.cond(
             cond::VERIFICATION_PASSED,
             false,
-            "RebootTimeout",
+            R::RebootTimeout,
             "device did not come back",
         );
         return b.fail(
             UpgradePhase::RebootTimeout,
-            "RebootTimeout",
+            R::RebootTimeout,
             format!(
                 "the device did not come back within rebootTimeoutSeconds ({}s) after OS.Activate; OS.Activate is not sent again",
                 limit.as_secs()
@@ -1353,7 +1356,7 @@ fn awaiting(b: &mut B<'_>, obs: &Observation) {
         }
         None => String::new(),
     };
-    b.wait("AwaitingReachability", m, poll_backoff(elapsed));
+    b.wait(R::AwaitingReachability, m, poll_backoff(elapsed));
 }
 
 fn verifying(b: &mut B<'_>, obs: &Observation) {
@@ -1369,12 +1372,12 @@ fn verifying(b: &mut B<'_>, obs: &Observation) {
             if elapsed > reboot_limit(b) {
                 return b.fail(
                     UpgradePhase::RebootTimeout,
-                    "RebootTimeout",
+                    R::RebootTimeout,
                     format!("the device stopped answering while verifying: {m}"),
                 );
             }
             return b.wait(
-                "DeviceUnreachable",
+                R::DeviceUnreachable,
                 format!("verifying: {m}"),
                 poll_backoff(elapsed),
             );
@@ -1387,12 +1390,12 @@ fn verifying(b: &mut B<'_>, obs: &Observation) {
             b.cond(
                 cond::VERIFICATION_PASSED,
                 false,
-                "ISSUNotSelected",
+                R::IssuNotSelected,
                 "the device did not report the ISSU path",
             );
             return b.fail(
                 UpgradePhase::Failed,
-                "ISSUNotSelected",
+                R::IssuNotSelected,
                 format!(
                     "running {} but the device's install state does not show that the ISSU path was taken (IOS-XE chose a full reload or does not report it)",
                     d.running_version
@@ -1402,12 +1405,12 @@ fn verifying(b: &mut B<'_>, obs: &Observation) {
         b.cond(
             cond::VERIFICATION_PASSED,
             true,
-            "VersionMatch",
+            R::VersionMatch,
             format!("running {}", d.running_version),
         );
         let m = format!("running {}", d.running_version);
         return b.succeed(
-            "VersionMatch",
+            R::VersionMatch,
             format!("upgraded to {}", d.running_version),
             m,
         );
@@ -1426,7 +1429,7 @@ fn verifying(b: &mut B<'_>, obs: &Observation) {
     b.cond(
         cond::VERIFICATION_PASSED,
         false,
-        "VersionMismatch",
+        R::VersionMismatch,
         why.clone(),
     );
     let previous = b.st.previous_version.clone().filter(|p| !p.is_empty());
@@ -1439,7 +1442,7 @@ fn verifying(b: &mut B<'_>, obs: &Observation) {
             b.st.pre_activation_boot_time = d.boot_time.map(|t| t.to_string());
             b.go(
                 UpgradePhase::RollingBack,
-                "RollingBack",
+                R::RollingBack,
                 format!("{why}; re-activating the previous version {prev}"),
                 format!("running {}, re-activating {prev}", d.running_version),
             );
@@ -1457,7 +1460,7 @@ fn verifying(b: &mut B<'_>, obs: &Observation) {
             };
             b.fail(
                 UpgradePhase::Failed,
-                "VersionMismatch",
+                R::VersionMismatch,
                 format!("{why}{extra}"),
             );
         }
@@ -1471,7 +1474,7 @@ fn rolling_back(b: &mut B<'_>, obs: &Observation) {
             ActivationResult::Refused(e) => {
                 return b.fail(
                     UpgradePhase::Failed,
-                    "RollbackFailed",
+                    R::RollbackFailed,
                     format!("verification failed and the rollback OS.Activate of {prev} was refused: {e}"),
                 );
             }
@@ -1501,7 +1504,7 @@ fn rolling_back(b: &mut B<'_>, obs: &Observation) {
             if elapsed > reboot_limit(b) {
                 return b.fail(
                     UpgradePhase::Failed,
-                    "RollbackTimeout",
+                    R::RollbackTimeout,
                     format!(
                         "the device did not come back within rebootTimeoutSeconds ({}s) after the rollback activation of {prev}",
                         reboot_limit(b).as_secs()
@@ -1516,14 +1519,14 @@ fn rolling_back(b: &mut B<'_>, obs: &Observation) {
                     format!("waiting for the device after the rollback: {m}")
                 }
             };
-            return b.wait("RollingBack", m, poll_backoff(elapsed));
+            return b.wait(R::RollingBack, m, poll_backoff(elapsed));
         }
     };
     b.st.running_version = Some(d.running_version.clone());
     if version_matches(&prev, &d.running_version) {
         b.fail(
             UpgradePhase::RolledBack,
-            "RolledBack",
+            R::RolledBack,
             format!(
                 "verification of {} failed; the previous version {} was restored",
                 b.target(),
@@ -1533,7 +1536,7 @@ fn rolling_back(b: &mut B<'_>, obs: &Observation) {
     } else {
         b.fail(
             UpgradePhase::Failed,
-            "RollbackFailed",
+            R::RollbackFailed,
             format!(
                 "verification of {} failed and the rollback did not restore {prev}: the device runs {}",
                 b.target(),

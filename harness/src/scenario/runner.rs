@@ -859,7 +859,7 @@ struct PhaseTransitionEvent {
 fn phase_transition_events(events: &[Event]) -> Vec<PhaseTransitionEvent> {
     let mut out: Vec<PhaseTransitionEvent> = events
         .iter()
-        .filter(|e| e.reason.as_deref() == Some("PhaseTransition"))
+        .filter(|e| e.reason.as_deref() == Some(cvk_controller::reason::PHASE_TRANSITION))
         .filter_map(|e| {
             let kind = e.involved_object.kind.as_deref()?;
             let name = e.involved_object.name.as_deref()?;

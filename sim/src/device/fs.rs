@@ -104,13 +104,6 @@ impl Device {
         resolve(&self.profile, &st.fs, path)
     }
 
-    /// Free bytes on the filesystem holding `path`.
-    pub fn free_bytes(&self, path: &str) -> Result<u64, DomainError> {
-        let st = self.lock();
-        let r = self.resolve(&st, path)?;
-        Ok(self.free_of(&st.fs[r.fs]))
-    }
-
     pub(super) fn free_of(&self, fs: &Fs) -> u64 {
         if fs.spec.name == "flash:"
             && self

@@ -56,12 +56,6 @@ impl ServerStats {
         self.bytes.load(Ordering::SeqCst)
     }
 
-    /// Downloads started of one file (path relative to the directory).
-    pub fn downloads_of(&self, file: &str) -> u64 {
-        let key = file.trim_start_matches('/');
-        self.per_file.lock().unwrap().get(key).copied().unwrap_or(0)
-    }
-
     pub(crate) fn started(&self, file: &str) {
         self.downloads.fetch_add(1, Ordering::SeqCst);
         *self

@@ -70,7 +70,7 @@ struct World {
     boot: Boot,
     /// Boot behaviour of the rollback activation.
     rollback_boot: Boot,
-    local_sha: Result<String, (String, String)>,
+    local_sha: Result<String, (UpgradeReason, String)>,
     activations: Vec<(String, bool)>,
     deleted_at: Option<usize>,
     reboot_secs: i64,
@@ -619,7 +619,10 @@ fn local_path_with_and_without_a_digest() {
     let r = run(&spec(src.clone()), w);
     assert_eq!(r.status.phase, Some(UpgradePhase::Succeeded));
     assert!(!r.phases.contains(&UpgradePhase::Transferring));
-    assert_eq!(cond(&r.status, IMAGE_VERIFIED), ("True", "SHA256Match"));
+    assert_eq!(
+        cond(&r.status, cond::IMAGE_VERIFIED),
+        ("True", "SHA256Match")
+    );
     assert_eq!(
         cond(&r.status, cond::TRANSFER_COMPLETE),
         ("True", "ImageAlreadyPresent")
@@ -647,7 +650,10 @@ fn local_path_with_and_without_a_digest() {
     }];
     let r = run(&spec(src.clone()), w);
     assert_eq!(r.status.phase, Some(UpgradePhase::Succeeded));
-    assert_eq!(cond(&r.status, IMAGE_VERIFIED), ("False", "NotVerified"));
+    assert_eq!(
+        cond(&r.status, cond::IMAGE_VERIFIED),
+        ("False", "NotVerified")
+    );
 
     // A localPathSHA256 that is not 64 hex digits (the specification's own
     // example writes a shortened "a1b2c3d4e5f6...") ends PreflightFailed
@@ -976,7 +982,7 @@ fn phase_sequences() {
     case("source-not-found", spec(configmap()), {
         let mut w = World::new();
         w.source = SourceObs::Failed {
-            reason: "ImageSourceNotFound".into(),
+            reason: UpgradeReason::ImageSourceNotFound,
             message: "ConfigMap img not found".into(),
         };
         w
