@@ -3,6 +3,7 @@
 #
 #   DOCKER_HOST=... kind/docker/build-images.sh [TAG]     # default TAG: dev
 #   CVK_IMAGE_PROFILE=dev ...                            # from debug binaries
+#   CVK_IMAGE_BINARIES=DIR ...                           # from DIR, no cargo build
 #
 # cvk-controller:TAG and iosxe-sim:TAG (the simulator image also runs the
 # in-cluster image servers, `iosxe-sim serve-images`). The binaries are built
@@ -38,23 +39,35 @@ builder=$(printf '%s\n' "$bases" | sed -n 's/^builder=//p')
 runtime=$(printf '%s\n' "$bases" | sed -n 's/^runtime=//p')
 [ -n "$builder" ] && [ -n "$runtime" ] || die "kind/node/build.sh bases printed no bases"
 
-# CVK_IMAGE_PROFILE=dev builds the images from the debug binaries, which a
-# test run builds anyway (.ci/run does, to compile the workspace once).
+# CVK_IMAGE_PROFILE=dev builds the images from the debug binaries (the
+# profile the tests build; dependencies are optimised in it too).
 profile="${CVK_IMAGE_PROFILE:-release}"
 case "$profile" in
   release) flag=--release; out=release ;;
   dev) flag=; out=debug ;;
   *) die "CVK_IMAGE_PROFILE=$profile: use release or dev" ;;
 esac
-step "building cvk-controller and iosxe-sim on the host (cargo build ${flag:---profile dev})"
-(cd "$repo" && cargo build $flag --locked -p cvk-controller --bin cvk-controller -p iosxe-sim --bin iosxe-sim)
+# CVK_IMAGE_BINARIES=DIR takes the two binaries from DIR as they are (.ci/run
+# points it at the test run's target/debug: building them again for these
+# two packages alone would compile their dependencies with other features).
+bindir="${CVK_IMAGE_BINARIES:-}"
+if [ -n "$bindir" ]; then
+  for bin in cvk-controller iosxe-sim; do
+    [ -x "$bindir/$bin" ] || die "CVK_IMAGE_BINARIES=$bindir has no executable $bin"
+  done
+  step "binaries from CVK_IMAGE_BINARIES=$bindir"
+else
+  step "building cvk-controller and iosxe-sim on the host (cargo build ${flag:---profile dev})"
+  (cd "$repo" && cargo build $flag --locked -p cvk-controller --bin cvk-controller -p iosxe-sim --bin iosxe-sim)
+  bindir="${CARGO_TARGET_DIR:-$repo/target}/$out"
+fi
 
 for spec in controller:cvk-controller sim:iosxe-sim; do
   file=${spec%%:*}; bin=${spec#*:}
   ctx=$(mktemp -d)
   # The image carries no debug information (the host build keeps it for
   # backtraces and profiles).
-  strip -o "$ctx/$bin" "${CARGO_TARGET_DIR:-$repo/target}/$out/$bin"
+  strip -o "$ctx/$bin" "$bindir/$bin"
   step "building $bin:$tag (kind/docker/$file.Dockerfile, bases $builder and $runtime)"
   build --quiet -f "$here/$file.Dockerfile" -t "$bin:$tag" \
     --build-arg "RUST_IMAGE=$builder" --build-arg "RUNTIME_IMAGE=$runtime" \
