@@ -6,9 +6,14 @@
 //! namespace and garbage-collection controllers (which the local control
 //! plane lacks).
 //!
-//! Needs a Docker engine, so the test is ignored by default; the kind-e2e
-//! GitHub workflow runs it with `cargo test -p cvk-hil --test k3s -- --ignored`.
-//! `CVK_K3S_IMAGE` overrides the image (`rancher/k3s:<tag>`).
+//! Needs a Docker engine that has (or can pull) a `rancher/k3s` image, so the
+//! test is ignored by default: on a machine with no registry, like this
+//! project's CI machine, no k3s image can be had (the kind cluster of
+//! `cvk-hil cluster kind up` is built from Go modules instead, and
+//! `sim_container.rs` uses testcontainers with the project's own image). The
+//! kind-e2e GitHub workflow runs it with
+//! `cargo test -p cvk-hil --test k3s -- --ignored`. `CVK_K3S_IMAGE` overrides
+//! the image (`rancher/k3s:<tag>`); `DOCKER_HOST` names the engine.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,7 +29,7 @@ use testcontainers::{GenericImage, ImageExt};
 const DEFAULT_IMAGE: &str = "rancher/k3s:v1.32.3-k3s1";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs a Docker engine"]
+#[ignore = "needs a Docker engine with a rancher/k3s image (none without a registry)"]
 async fn scenarios_run_against_a_k3s_cluster() {
     let image = std::env::var("CVK_K3S_IMAGE").unwrap_or_else(|_| DEFAULT_IMAGE.to_owned());
     let (name, tag) = image.rsplit_once(':').expect("CVK_K3S_IMAGE is name:tag");
