@@ -105,7 +105,7 @@ build_tools() {
     -ldflags "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION" \
     "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION"
   step "building CoreDNS $COREDNS_VERSION with kubeadm's plugins (kind/node/coredns)"
-  (cd "$here/coredns" && GOFLAGS=-mod=readonly go build -trimpath -ldflags "-s -w" -o "$tmp/coredns" .)
+  (cd "$here/coredns" && GOFLAGS=-mod=readonly go build -buildvcs=false -trimpath -ldflags "-s -w" -o "$tmp/coredns" .)
   step "compiling Kubernetes' pause.c statically"
   (cd "$here" && GOFLAGS=-mod=readonly go mod download k8s.io/kubernetes)
   gcc -Os -static -Wall -Werror -DVERSION="v$PAUSE_VERSION-cvk" -o "$tmp/pause" \
