@@ -160,23 +160,7 @@ fn run(w: World) -> (Vec<String>, OpStep, OpStep) {
                             message: "the API server refused it".into(),
                         })
                     };
-                    match (uris, verdict) {
-                        (Err(error), _) => Err(Failure {
-                            error,
-                            outputs: b.outputs,
-                            artifact_uris: Vec::new(),
-                        }),
-                        (Ok(artifact_uris), Ok(message)) => Ok(Success {
-                            outputs: b.outputs,
-                            artifact_uris,
-                            message,
-                        }),
-                        (Ok(artifact_uris), Err(error)) => Err(Failure {
-                            error,
-                            outputs: b.outputs,
-                            artifact_uris,
-                        }),
-                    }
+                    conclude(b.outputs, uris, verdict)
                 }
             };
             finished_status(&running, kind, &result, generation, now)

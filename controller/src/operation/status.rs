@@ -94,6 +94,37 @@ pub struct Failure {
     pub artifact_uris: Vec<String>,
 }
 
+/// The result of an operation whose outputs were bounded: a spill that
+/// could not be written fails it whatever the verdict, keeping the
+/// outputs; otherwise the verdict decides, with the URIs of what spilled
+/// (pure).
+// The result is a value the caller turns into status at once, never an
+// error passed up with `?`: its size does not travel.
+#[allow(clippy::result_large_err)]
+pub fn conclude(
+    outputs: Vec<OperationOutput>,
+    uris: Result<Vec<String>, OperationFailure>,
+    verdict: Result<String, OperationFailure>,
+) -> Result<Success, Failure> {
+    match (uris, verdict) {
+        (Err(error), _) => Err(Failure {
+            error,
+            outputs,
+            artifact_uris: Vec::new(),
+        }),
+        (Ok(artifact_uris), Ok(message)) => Ok(Success {
+            outputs,
+            artifact_uris,
+            message,
+        }),
+        (Ok(artifact_uris), Err(error)) => Err(Failure {
+            error,
+            outputs,
+            artifact_uris,
+        }),
+    }
+}
+
 impl From<OperationFailure> for Failure {
     fn from(error: OperationFailure) -> Self {
         Self {

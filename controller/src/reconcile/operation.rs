@@ -29,8 +29,8 @@ use crate::crd::operation::{
 use crate::crd::{DeviceOperation, DeviceOperationStatus};
 use crate::operation::{
     CliRun, Failure, OpStep, OpView, OperationFailure, OutputLimits, Piece, Policy, Success, admit,
-    artifact_name, artifact_uri, bound, content_text, finished_status, judge_cli, owned_by,
-    running_status, step, waiting_status,
+    artifact_name, artifact_uri, bound, conclude, content_text, finished_status, judge_cli,
+    owned_by, running_status, step, waiting_status,
 };
 
 use crate::reason::OperationReason;
@@ -572,23 +572,7 @@ pub async fn reconcile(
                 } else {
                     write_artifact(&ctx, &op, &ns, &name, b.spill).await
                 };
-                match (uris, verdict) {
-                    (Err(e), _) => Err(Failure {
-                        error: e,
-                        outputs: b.outputs,
-                        artifact_uris: Vec::new(),
-                    }),
-                    (Ok(artifact_uris), Ok(message)) => Ok(Success {
-                        outputs: b.outputs,
-                        artifact_uris,
-                        message,
-                    }),
-                    (Ok(artifact_uris), Err(error)) => Err(Failure {
-                        error,
-                        outputs: b.outputs,
-                        artifact_uris,
-                    }),
-                }
+                conclude(b.outputs, uris, verdict)
             }
         },
     };
